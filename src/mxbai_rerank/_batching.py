@@ -41,6 +41,8 @@ class Batch:
     attention_mask: torch.Tensor
     lengths: torch.Tensor
     token_type_ids: torch.Tensor | None = None
+    # Leading tokens identical in every row, always < min(lengths) (see common_prefix_length).
+    shared_prefix: int = 0
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -48,7 +50,23 @@ class Batch:
             self.attention_mask.to(device, non_blocking=True),
             self.lengths.to(device, non_blocking=True),
             None if self.token_type_ids is None else self.token_type_ids.to(device, non_blocking=True),
+            self.shared_prefix,
         )
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all ``sequences`` share, leaving each at least one token."""
+    first = sequences[0]
+    limit = min(len(s) for s in sequences) - 1
+    shared = max(limit, 0)
+    for seq in sequences[1:]:
+        i = 0
+        while i < shared and seq[i] == first[i]:
+            i += 1
+        shared = i
+        if shared == 0:
+            break
+    return shared
 
 
 def collate(
@@ -67,4 +85,4 @@ def collate(
         mask[row, : len(seq)] = 1
         if types is not None and token_type_ids is not None:
             types[row, : len(seq)] = torch.tensor(token_type_ids[row], dtype=torch.long)
-    return Batch(ids, mask, torch.tensor(lengths, dtype=torch.long), types)
+    return Batch(ids, mask, torch.tensor(lengths, dtype=torch.long), types, common_prefix_length(sequences))

@@ -22,6 +22,10 @@ def last_token_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     return hidden[rows, lengths - 1]
 
 
+# Below this many shared tokens a separate prefix pass costs more than it saves.
+MIN_SHARED_PREFIX = 8
+
+
 class CausalLMBinaryHead:
     """v2: ``logit(positive) - logit(negative)`` at the last position, without the LM head.
 
@@ -38,10 +42,20 @@ class CausalLMBinaryHead:
         self.offset = 0.0 if bias is None else float(bias[positive_id].float() - bias[negative_id].float())
 
     def __call__(self, batch: Batch) -> torch.Tensor:
-        # Right padding + causal attention: no real token attends to a pad, so no mask is
-        # needed and SDPA can take its causal fast path.
-        hidden = self.backbone(input_ids=batch.input_ids, use_cache=False).last_hidden_state  # (B, T, H)
-        last = last_token_pool(hidden, batch.lengths).float()  # (B, H)
+        ids, rows = batch.input_ids, batch.input_ids.shape[0]
+        # The chat prefix (and, for a single query, the query) is identical in every row:
+        # encode it once and let every row attend to its cached keys and values.
+        shared = batch.shared_prefix if rows > 1 and batch.shared_prefix >= MIN_SHARED_PREFIX else 0
+        cache = None
+        if shared:
+            cache = self.backbone(input_ids=ids[:1, :shared], use_cache=True).past_key_values
+            cache.batch_repeat_interleave(rows)
+        # Right padding + causal attention: no real token attends to a pad, so no padding
+        # mask is needed (and without a cache SDPA takes its causal fast path).
+        hidden = self.backbone(
+            input_ids=ids[:, shared:], past_key_values=cache, use_cache=cache is not None
+        ).last_hidden_state  # (B, T - shared, H)
+        last = last_token_pool(hidden, batch.lengths - shared).float()  # (B, H)
         return last @ self.direction.to(last.device) + self.offset  # (B,)
 
 

@@ -40,14 +40,17 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import numpy as np
+import torch
+import transformers
 
 HERE = Path(__file__).resolve().parent
 TESTS_DIR = HERE.parent
 OUTPUT = HERE / "golden_scores.json"
 UPSTREAM_VERSION = "0.1.6"
+# Cases also scored through rank(sort=False) to confirm _compute_scores returns input order
+# (only a few: every v2 forward pass materialises full-vocabulary logits and is slow on CPU).
+RANK_CROSS_CHECK = frozenset({"v2_plain", "v2_instruction_code", "v2_batch_bs3"})
 
 sys.path.insert(0, str(TESTS_DIR))
 import fixture_models  # noqa: E402
@@ -81,7 +84,7 @@ CODE_DOCS = [
     "function reverse(s) {\n  return s.split('').reverse().join('');\n}\n",
     "def read_json(path):\n    with open(path, encoding='utf-8') as f:\n        return json.load(f)\n",
     "const sum = (xs) => xs.reduce((a, b) => a + b, 0);",
-    "def reverse_words(sentence):\n    \"\"\"Reverse the order of words, not characters.\"\"\"\n"
+    'def reverse_words(sentence):\n    """Reverse the order of words, not characters."""\n'
     "    return ' '.join(reversed(sentence.split()))\n",
     "for i in range(10):\n\tprint(i)",
 ]
@@ -99,8 +102,7 @@ JSON_DOCS = [
 
 EIFFEL_QUERY = "When was the Eiffel Tower built?"
 EIFFEL_DOCS = [
-    "Construction of the Eiffel Tower began in January 1887 and finished in March 1889, in time "
-    "for the World's Fair.",
+    "Construction of the Eiffel Tower began in January 1887 and finished in March 1889, in time for the World's Fair.",
     "The Statue of Liberty was a gift from the people of France to the United States.",
     "Gustave Eiffel's company designed and built the tower.",
     "Paris is divided into twenty administrative districts called arrondissements.",
@@ -262,7 +264,7 @@ def _case(
 
 def build_cases() -> list[dict[str, Any]]:
     long_docs = _rotated_long_docs()
-    dup_docs = [PLAIN_DOCS[0], PLAIN_DOCS[1], PLAIN_DOCS[0], PLAIN_DOCS[2], PLAIN_DOCS[1], PLAIN_DOCS[0]]
+    dup_docs = [PLAIN_DOCS[0], PLAIN_DOCS[4], PLAIN_DOCS[0], PLAIN_DOCS[5], PLAIN_DOCS[4], PLAIN_DOCS[0]]
     empty_docs = ["", PLAIN_DOCS[0], "", PLAIN_DOCS[2], " ", PLAIN_DOCS[4]]
     v2 = [
         _case("v2_plain", "v2", PLAIN_QUERY, PLAIN_DOCS),
@@ -327,7 +329,7 @@ def _check_upstream() -> None:
 
 
 def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
-    return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+    return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
 
 
 def _floats(scores: np.ndarray | torch.Tensor) -> list[float]:
@@ -366,10 +368,11 @@ class Scorer:
             normalized = reranker._compute_scores(
                 queries=queries, documents=docs, batch_size=bs, show_progress=False, normalize=True, **extra
             )
-            # Cross-check: the public rank(sort=False) path returns the same scores in input order.
-            ranked = reranker.rank(query, docs, top_k=len(docs), batch_size=bs, sort=False, **extra)
-            assert [r.index for r in ranked] == list(range(len(docs)))
-            assert [r.score for r in ranked] == _floats(raw)
+            if case["name"] in RANK_CROSS_CHECK:
+                # The public rank(sort=False) path returns the same scores, in input order.
+                ranked = reranker.rank(query, docs, top_k=len(docs), batch_size=bs, sort=False, **extra)
+                assert [r.index for r in ranked] == list(range(len(docs)))
+                assert [r.score for r in ranked] == _floats(raw)
             enc = reranker.prepare_inputs(queries, docs, instruction=case["instruction"])
             out["estimated_max"] = float(reranker.estimated_max)
             out["raw"] = _floats(raw)
@@ -379,7 +382,7 @@ class Scorer:
             assert case["instruction"] is None
             raw = reranker._compute_scores(queries=queries, documents=docs, batch_size=bs, show_progress=False)
             enc = reranker.tokenizer.batch_encode_plus(
-                batch_text_or_text_pairs=list(zip(queries, docs)),
+                batch_text_or_text_pairs=list(zip(queries, docs, strict=True)),
                 padding=True,
                 truncation=True,
                 max_length=reranker.max_length,
@@ -423,7 +426,9 @@ def main() -> None:
             "generator": "tests/golden/generate_golden.py",
         }
 
-    OUTPUT.write_text(json.dumps({"meta": meta, "cases": results}, indent=1, ensure_ascii=False) + "\n")
+    OUTPUT.write_text(
+        json.dumps({"meta": meta, "cases": results}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
 
     spreads = [max(c["raw"]) - min(c["raw"]) for c in results if len(c["raw"]) > 1]
     varied = sum(s > 0.05 for s in spreads)
