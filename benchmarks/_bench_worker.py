@@ -32,7 +32,8 @@ def main() -> None:
     import mxbai_rerank
     from mxbai_rerank import MxbaiRerankV2
 
-    data = json.loads(open(args.passages, encoding="utf-8").read())
+    with open(args.passages, encoding="utf-8") as f:
+        data = json.load(f)
     kwargs = {}
     if args.torch_dtype:
         kwargs["torch_dtype"] = getattr(torch, args.torch_dtype)

@@ -34,6 +34,7 @@ QUERY = "How do I read and write CSV files and parse command line arguments in P
 
 def build_model(shape: str, cache: Path) -> Path:
     import torch
+
     from fixture_models import QWEN2_0_5B, QWEN2_1_5B, build_qwen2_reranker
 
     path = cache / f"qwen2-{shape}-random-bf16"
@@ -124,7 +125,9 @@ def main() -> None:
             raise SystemExit(f"no upstream interpreter at {args.upstream_python}; see this script's docstring")
         rows.append(("upstream 0.1.6 (defaults)", run(args.upstream_python, model, data, args.upstream_repeats, [])))
     rows.append(("mxbai-rerank (defaults)", run(sys.executable, model, data, args.repeats, [])))
-    rows.append(("mxbai-rerank (float32)", run(sys.executable, model, data, args.repeats, ["--torch-dtype", "float32"])))
+    rows.append(
+        ("mxbai-rerank (float32)", run(sys.executable, model, data, args.repeats, ["--torch-dtype", "float32"]))
+    )
 
     ref = rows[0][1]
     header = "| implementation | dtype | docs/s | s/query | peak RSS (MB) | speed vs upstream | memory vs upstream |"

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import fixture_models  # noqa: E402
+import fixture_models
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -18,9 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-QWEN_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 V1_SPECIAL = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
 
@@ -71,13 +69,12 @@ def _tiktoken_file() -> Path:
 
 def _qwen_backend(extra_special: list[str]):
     """The real Qwen2 byte-level BPE (151,643 merges) as a ``tokenizers.Tokenizer``."""
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    from tokenizers import AddedToken
-
     # Special tokens are added here rather than through the converter, whose keyword for
     # them was renamed between transformers 4 and 5. Ids follow the 151,643 BPE ids in order.
     import inspect
+
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import TikTokenConverter
 
     kwargs = {}
     if "additional_special_tokens" in inspect.signature(TikTokenConverter).parameters:

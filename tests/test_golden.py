@@ -51,7 +51,9 @@ def _scores(reranker: Any, case: dict[str, Any], **kwargs: Any) -> np.ndarray:
 def test_v2_token_ids_match_upstream(rerankers: Any, name: str) -> None:
     case = CASES[name]
     reranker = rerankers("v2", case["max_length"])
-    encoded = reranker.encode_pairs([case["query"]] * len(case["documents"]), case["documents"], instruction=case["instruction"])
+    encoded = reranker.encode_pairs(
+        [case["query"]] * len(case["documents"]), case["documents"], instruction=case["instruction"]
+    )
     assert encoded.input_ids == case["input_ids"]
 
 
@@ -68,7 +70,9 @@ def test_v2_scores_match_upstream(rerankers: Any, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["v2_mixed_lengths", "v2_batch_bs32", "v2_multilingual"])
 @pytest.mark.parametrize(("batch_size", "max_batch_tokens"), [(1, None), (5, None), (64, 256), (64, 100_000)])
-def test_v2_scores_do_not_depend_on_batching(rerankers: Any, name: str, batch_size: int, max_batch_tokens: int | None) -> None:
+def test_v2_scores_do_not_depend_on_batching(
+    rerankers: Any, name: str, batch_size: int, max_batch_tokens: int | None
+) -> None:
     case = CASES[name]
     reranker = rerankers("v2", case["max_length"])
     raw = _scores(reranker, case, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
@@ -87,7 +91,16 @@ def test_v1_matches_upstream(rerankers: Any, name: str) -> None:
 
 def test_golden_cases_cover_the_required_inputs() -> None:
     """The issue names these kinds of input; the golden file must keep covering them."""
-    needed = ["plain", "instruction", "multilingual", "code", "empty", "duplicates", "truncated_query", "truncated_document"]
+    needed = [
+        "plain",
+        "instruction",
+        "multilingual",
+        "code",
+        "empty",
+        "duplicates",
+        "truncated_query",
+        "truncated_document",
+    ]
     for kind in needed:
         assert any(kind in name for name in V2_CASES), kind
     assert {CASES[n]["batch_size"] for n in V2_CASES} >= {1, 3, 32}

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
-Document = Union[str, Mapping[str, Any]]
+Document = Union[str, Mapping[str, Any]]  # noqa: UP007 - a runtime alias, evaluated on Python 3.10
 
 _MISSING = object()
 
@@ -27,9 +27,7 @@ _MISSING = object()
 def check_documents(documents: object) -> list[Document]:
     """``documents`` as a list, or a ``TypeError`` naming what is wrong."""
     if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Sequence):
-        raise TypeError(
-            f"documents must be a list of strings or JSON objects, got {type(documents).__name__}"
-        )
+        raise TypeError(f"documents must be a list of strings or JSON objects, got {type(documents).__name__}")
     for i, doc in enumerate(documents):
         if not isinstance(doc, (str, Mapping)):
             raise TypeError(f"documents[{i}] must be a str or a dict, got {type(doc).__name__}")

@@ -20,7 +20,14 @@ from ._documents import Document, check_documents, check_query, documents_to_tex
 from ._encoding import EncodedPairs, LockedTokenizer
 from ._heads import ScoreHead
 from ._registry import Family, ModelSpec, family_of_config, find_spec
-from ._runtime import ModelLoadError, attention_implementation, quiet_transformers, read_config, resolve_device, resolve_dtype
+from ._runtime import (
+    ModelLoadError,
+    attention_implementation,
+    quiet_transformers,
+    read_config,
+    resolve_device,
+    resolve_dtype,
+)
 from .base import BaseReranker
 from .utils import TorchModule
 
