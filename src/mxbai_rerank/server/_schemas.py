@@ -1,0 +1,147 @@
+"""Request and response bodies of the three rerank API shapes, plus models and errors.
+
+Requests are strict (no silent coercion of ``"5"`` to 5 or ``1`` to ``True``) and ignore
+unknown fields, so newer SDKs that send extra options keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CohereRerankRequest",
+    "CohereRerankResponse",
+    "ErrorResponse",
+    "HealthResponse",
+    "MixedbreadRerankRequest",
+    "MixedbreadRerankResponse",
+    "ModelList",
+    "TeiRerankRequest",
+    "TeiRerankResult",
+]
+
+Document = str | dict[str, Any]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    model: str | None = Field(default=None, description="A served model id (see GET /v1/models); optional.")
+    query: str = Field(description="The search query.")
+    instruction: str | None = Field(
+        default=None, description="Optional task instruction put before the query (v2 models only)."
+    )
+
+
+class MixedbreadRerankRequest(_Request):
+    """``POST /v1/reranking``: the Mixedbread API."""
+
+    input: list[Document] = Field(min_length=1, description="Documents: strings or JSON objects.")
+    rank_fields: list[str] | None = Field(
+        default=None, min_length=1, description="Dotted paths of the object fields to score."
+    )
+    top_k: int | None = Field(default=None, ge=1, description="How many results; default: all.")
+    return_input: bool = Field(default=False, description="Include each document in its result.")
+    rewrite_query: bool = Field(default=False, description="Not supported by the local server: must be false.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class MixedbreadRankResult(BaseModel):
+    index: int
+    score: float
+    input: Document | None = None
+    object: Literal["rank_result"] = "rank_result"
+
+
+class MixedbreadRerankResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[MixedbreadRankResult]
+    usage: Usage
+    top_k: int
+    return_input: bool
+
+
+class CohereRerankRequest(_Request):
+    """``POST /v2/rerank`` and ``/v1/rerank``: the Cohere API (also Jina and Infinity clients)."""
+
+    documents: list[Document] = Field(
+        min_length=1, description="Strings, or objects scored by their `text` field (or by `rank_fields`)."
+    )
+    top_n: int | None = Field(default=None, ge=1, description="How many results; default: all.")
+    return_documents: bool = Field(default=False, description="Include each document in its result.")
+    max_tokens_per_doc: int | None = Field(
+        default=None, ge=1, description="Truncate each document to this many tokens before scoring."
+    )
+    rank_fields: list[str] | None = Field(
+        default=None, min_length=1, description="Dotted paths of the object fields to score (default: `text`)."
+    )
+
+
+class CohereRankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, Any] | None = None
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[CohereRankResult]
+    meta: dict[str, Any]
+    usage: Usage
+
+
+class TeiRerankRequest(BaseModel):
+    """``POST /rerank``: the Hugging Face text-embeddings-inference API."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    model: str | None = Field(default=None, description="A served model id; optional.")
+    query: str
+    texts: list[str] = Field(min_length=1)
+    raw_scores: bool = Field(default=False, description="Raw head outputs instead of scores in [0, 1].")
+    return_text: bool = False
+    truncate: bool | None = Field(
+        default=None, description="Truncate inputs longer than the model's window (default); false: reject them."
+    )
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    instruction: str | None = None
+
+
+class TeiRerankResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "loading", "unhealthy"]
+    detail: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Readable by Cohere clients (``message``) and TEI clients (``error``, ``error_type``)."""
+
+    message: str
+    error: str
+    error_type: str
+    param: str | None = None

@@ -1,0 +1,74 @@
+"""Per-request document truncation: Cohere's ``max_tokens_per_doc`` and TEI's ``truncate`` options.
+
+The model's own encoder always truncates from the right to its window. These helpers cut
+document *texts* (at token boundaries, via the tokenizer's offsets) before encoding:
+
+* ``max_tokens_per_doc=N`` keeps each document's first N tokens;
+* TEI ``truncation_direction="Left"`` keeps the end of a document that does not fit;
+* TEI ``truncate=false`` refuses a document that does not fit.
+
+"Fits" is measured against the room the window leaves for the document next to the query
+(template included). Token counts of a document alone and inside the prompt can differ by a
+token at the boundary, so the cut is exact to within one token, which the encoder then trims.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["DocumentTruncator", "InputTooLongError"]
+
+
+class InputTooLongError(ValueError):
+    """A document does not fit the model's window and truncation was refused."""
+
+
+class DocumentTruncator:
+    """Token-aware cuts of document texts for one reranker; safe to call from several threads."""
+
+    def __init__(self, reranker: Any) -> None:
+        self._reranker = reranker
+        # A private copy: a fast tokenizer must not be used by two threads at once, and the
+        # reranker's copy is guarded by its own lock.
+        self._tokenizer = copy.deepcopy(reranker.tokenizer)
+        self._lock = threading.Lock()
+        filler = "word " * (int(reranker.max_length) + 16)
+        # The longest encoding the model produces: any pair that reaches it was truncated.
+        self.window = len(reranker.encode_pairs(["q"], [filler]).input_ids[0])
+
+    def _offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        with self._lock:
+            out = self._tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        return [list(map(tuple, offsets)) for offsets in out["offset_mapping"]]
+
+    def room_for_document(self, query: str, instruction: str | None) -> int:
+        """Document tokens that fit next to ``query`` in the model's window."""
+        probe = self._reranker.encode_pairs([query], ["x"], instruction=instruction)
+        base = len(probe.input_ids[0]) - 1  # "x" is one token
+        return max(self.window - base, 0)
+
+    def cut(self, texts: Sequence[str], max_tokens: int, *, keep: str = "start") -> list[str]:
+        """Each text cut to at most ``max_tokens`` tokens, keeping its ``"start"`` or ``"end"``."""
+        if max_tokens <= 0:
+            return ["" for _ in texts]
+        out = list(texts)
+        for i, offsets in enumerate(self._offsets(texts)):
+            if len(offsets) <= max_tokens:
+                continue
+            if keep == "start":
+                out[i] = texts[i][: offsets[max_tokens - 1][1]]
+            else:
+                out[i] = texts[i][offsets[len(offsets) - max_tokens][0] :]
+        return out
+
+    def check_fits(self, texts: Sequence[str], max_tokens: int, field: str) -> None:
+        """Raise :class:`InputTooLongError` naming the first text longer than ``max_tokens`` tokens."""
+        for i, offsets in enumerate(self._offsets(texts)):
+            if len(offsets) > max_tokens:
+                raise InputTooLongError(
+                    f"{field}[{i}] has {len(offsets)} tokens but only {max_tokens} fit in the model's window "
+                    f"of {self.window} tokens next to the query; shorten it or send truncate=true"
+                )

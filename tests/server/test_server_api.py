@@ -1,0 +1,381 @@
+"""A real ``mxbai-rerank serve`` process (tiny v2 model) driven by the mixedbread and cohere SDKs and raw HTTP.
+
+The served checkpoint is the ``v2_model_dir`` fixture with NaN embeddings for the tokens of
+``POISON`` only: every request that contains it fails inside the model, every other request
+scores exactly as the unmodified ``v2_reranker`` fixture (test documents are ASCII).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cohere
+import httpx
+import mixedbread
+import pytest
+from _server_process import ServerProcess, metric, start_server
+from safetensors.torch import load_file, save_file
+
+API_KEY = "test-secret-key"
+ALIASES = ("mxbai-rerank-tiny", "rerank-tiny-alias")
+MAX_DOCS = 40
+POISON = "☃☃☃"
+ATOL = 1e-4
+
+QUERY = "Who wrote 'To Kill a Mockingbird'?"
+DOCS = [
+    "'To Kill a Mockingbird' is a novel by Harper Lee published in 1960.",
+    "The novel 'Moby-Dick' was written by Herman Melville.",
+    "Harper Lee was an American novelist widely known for To Kill a Mockingbird.",
+    "Jane Austen was an English novelist known primarily for her six major novels.",
+    "The Catcher in the Rye is a novel by J. D. Salinger.",
+    "A mockingbird is a bird that copies the songs of other birds.",
+]
+OBJECTS = [
+    {"title": "To Kill a Mockingbird", "meta": {"body": "A novel by Harper Lee.", "year": 1960}},
+    {"title": "Moby-Dick", "meta": {"body": "Herman Melville's whale story.", "year": 1851}},
+    {"title": "Birds of America", "meta": {"body": "Mockingbirds copy other birds.", "year": 1827}},
+]
+
+
+@pytest.fixture(scope="module")
+def poisoned_model_dir(v2_model_dir: Path, v2_reranker: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("poisoned") / "tiny-qwen2-poisoned"
+    shutil.copytree(v2_model_dir, path)
+    clean = set(v2_reranker.encode_pairs(["q"], ["a b"]).input_ids[0])
+    poison_ids = sorted(set(v2_reranker.encode_pairs(["q"], [f"a {POISON} b"]).input_ids[0]) - clean)
+    assert poison_ids
+    tensors = load_file(path / "model.safetensors")
+    tensors["model.embed_tokens.weight"][poison_ids] = float("nan")
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(poisoned_model_dir: Path) -> Iterator[ServerProcess]:
+    proc = start_server(
+        poisoned_model_dir,
+        "--served-model-name",
+        ALIASES[0],
+        "--served-model-name",
+        ALIASES[1],
+        # API key and request limit through the environment: the CLI's envvar wiring is tested too.
+        env={"MXBAI_RERANK_API_KEY": API_KEY, "MXBAI_RERANK_MAX_CLIENT_BATCH_SIZE": str(MAX_DOCS)},
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as c:
+        yield c
+
+
+def assert_same_ranking(got: Sequence[tuple[int, float]], expected: Sequence[Any], atol: float = ATOL) -> None:
+    """``got`` (index, score) best first agrees with library ``RankResult``s: same documents and scores."""
+    want = {r.index: r.score for r in expected}
+    assert sorted(i for i, _ in got) == sorted(want)
+    for index, score in got:
+        assert abs(score - want[index]) <= atol, (index, score, want[index])
+    # Best first: the order may differ from the library's only between (near) ties.
+    for (a, _), (b, _) in itertools.pairwise(got):
+        assert want[a] >= want[b] - atol
+
+
+def _expected(reranker: Any, query: str, docs: Sequence[Any], **kwargs: Any) -> list[Any]:
+    kwargs.setdefault("normalize", True)
+    kwargs.setdefault("top_k", len(docs))
+    return reranker.rank(query, list(docs), **kwargs)
+
+
+def test_models_health_metrics_and_docs(server: ServerProcess, client: httpx.Client, poisoned_model_dir: Path) -> None:
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == [str(poisoned_model_dir), *ALIASES]
+    anonymous = httpx.get(f"{server.base_url}/health")
+    assert anonymous.status_code == 200 and anonymous.json()["status"] == "ok"
+    scraped = httpx.get(f"{server.base_url}/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    assert metric(scraped.text, "mxbai_rerank_model_info") == 1.0
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/reranking", "/v2/rerank", "/v1/rerank", "/rerank", "/v1/models"} <= set(paths)
+
+
+def test_api_key_is_required_everywhere_but_health_and_metrics(server: ServerProcess) -> None:
+    requests = [
+        ("POST", "/v1/reranking", {"query": "q", "input": ["a"]}),
+        ("POST", "/v2/rerank", {"query": "q", "documents": ["a"]}),
+        ("POST", "/v1/rerank", {"query": "q", "documents": ["a"]}),
+        ("POST", "/rerank", {"query": "q", "texts": ["a"]}),
+        ("GET", "/v1/models", None),
+        ("GET", "/docs", None),
+        ("GET", "/openapi.json", None),
+    ]
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": API_KEY}):
+        for method, path, body in requests:
+            response = httpx.request(method, f"{server.base_url}{path}", json=body, headers=headers)
+            assert response.status_code == 401, (path, headers)
+            assert "API key" in response.json()["message"]
+    mxb = mixedbread.Mixedbread(api_key="wrong-key", base_url=server.base_url, max_retries=0)
+    with pytest.raises(mixedbread.AuthenticationError):
+        mxb.rerank(query="q", input=["a"])
+    co = cohere.ClientV2(api_key="wrong-key", base_url=server.base_url)
+    with pytest.raises(cohere.errors.UnauthorizedError):
+        co.rerank(model=ALIASES[0], query="q", documents=["a"])
+
+
+def test_mixedbread_sdk_strings_match_the_library(server: ServerProcess, v2_reranker: Any) -> None:
+    mxb = mixedbread.Mixedbread(api_key=API_KEY, base_url=server.base_url, max_retries=0)
+    result = mxb.rerank(model=ALIASES[0], query=QUERY, input=DOCS, return_input=True)
+    expected = _expected(v2_reranker, QUERY, DOCS)
+    assert result.model == ALIASES[0] and result.object == "list"
+    assert result.top_k == len(DOCS) and result.return_input is True
+    assert_same_ranking([(d.index, d.score) for d in result.data], expected)
+    assert all(0.0 < d.score < 1.0 and d.object == "rank_result" for d in result.data)
+    assert [d.input for d in result.data] == [DOCS[d.index] for d in result.data]
+    tokens = v2_reranker.encode_pairs([QUERY] * len(DOCS), DOCS).num_tokens
+    assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
+
+    top2 = mxb.rerank(query=QUERY, input=DOCS, top_k=2)
+    assert [d.index for d in top2.data] == [r.index for r in expected[:2]]
+    assert all(d.input is None for d in top2.data) and top2.top_k == 2 and top2.return_input is False
+
+
+def test_mixedbread_sdk_objects_rank_fields_and_instruction(server: ServerProcess, v2_reranker: Any) -> None:
+    mxb = mixedbread.Mixedbread(api_key=API_KEY, base_url=server.base_url, max_retries=0)
+    fields = ["title", "meta.body"]
+    result = mxb.rerank(query=QUERY, input=OBJECTS, rank_fields=fields, return_input=True)
+    assert_same_ranking(
+        [(d.index, d.score) for d in result.data], _expected(v2_reranker, QUERY, OBJECTS, rank_fields=fields)
+    )
+    assert [d.input for d in result.data] == [OBJECTS[d.index] for d in result.data]
+
+    flattened = mxb.rerank(query=QUERY, input=OBJECTS)
+    assert_same_ranking([(d.index, d.score) for d in flattened.data], _expected(v2_reranker, QUERY, OBJECTS))
+
+    instruction = "Find the author of the book."
+    instructed = mxb.rerank(query=QUERY, input=DOCS, extra_body={"instruction": instruction})
+    expected = _expected(v2_reranker, QUERY, DOCS, instruction=instruction)
+    assert_same_ranking([(d.index, d.score) for d in instructed.data], expected)
+    plain = {r.index: r.score for r in _expected(v2_reranker, QUERY, DOCS)}
+    assert any(abs(r.score - plain[r.index]) > 1e-6 for r in expected)  # the instruction changes scores
+
+
+def test_cohere_sdk_matches_the_library(server: ServerProcess, v2_reranker: Any) -> None:
+    co = cohere.ClientV2(api_key=API_KEY, base_url=server.base_url)
+    result = co.rerank(model=ALIASES[1], query=QUERY, documents=DOCS, top_n=3)
+    expected = _expected(v2_reranker, QUERY, DOCS, top_k=3)
+    assert result.id
+    assert_same_ranking([(r.index, r.relevance_score) for r in result.results], expected)
+    assert result.meta.tokens.input_tokens == v2_reranker.encode_pairs([QUERY] * len(DOCS), DOCS).num_tokens
+
+
+@pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank"])
+def test_cohere_shape_with_text_objects(client: httpx.Client, v2_reranker: Any, path: str) -> None:
+    body = {"query": QUERY, "documents": [{"text": d} for d in DOCS], "return_documents": True, "top_n": 4}
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["id"] and data["usage"]["total_tokens"] > 0
+    assert_same_ranking(
+        [(r["index"], r["relevance_score"]) for r in data["results"]], _expected(v2_reranker, QUERY, DOCS, top_k=4)
+    )
+    assert [r["document"] for r in data["results"]] == [{"text": DOCS[r["index"]]} for r in data["results"]]
+
+
+def test_cohere_max_tokens_per_doc_scores_the_document_head(client: httpx.Client, v2_reranker: Any) -> None:
+    docs = [DOCS[0] + " It is set in Alabama during the Great Depression.", DOCS[2], DOCS[3]]
+    keep = 7
+    heads = [
+        v2_reranker.tokenizer.decode(v2_reranker.tokenizer(d, add_special_tokens=False)["input_ids"][:keep])
+        for d in docs
+    ]
+    assert all(h != d for h, d in zip(heads, docs, strict=True))
+    response = client.post("/v2/rerank", json={"query": QUERY, "documents": docs, "max_tokens_per_doc": keep})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert_same_ranking(
+        [(r["index"], r["relevance_score"]) for r in data["results"]], _expected(v2_reranker, QUERY, heads)
+    )
+    assert data["usage"]["prompt_tokens"] == v2_reranker.encode_pairs([QUERY] * 3, heads).num_tokens
+
+
+def test_tei_shape(client: httpx.Client, v2_reranker: Any) -> None:
+    response = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True})
+    assert response.status_code == 200, response.text
+    results = response.json()
+    assert isinstance(results, list) and len(results) == len(DOCS)
+    assert_same_ranking([(r["index"], r["score"]) for r in results], _expected(v2_reranker, QUERY, DOCS))
+    assert [r["text"] for r in results] == [DOCS[r["index"]] for r in results]
+
+    raw = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}).json()
+    assert_same_ranking([(r["index"], r["score"]) for r in raw], _expected(v2_reranker, QUERY, DOCS, normalize=False))
+    assert all("text" not in r for r in raw)
+    strict = client.post("/rerank", json={"query": QUERY, "texts": DOCS, "truncate": False})
+    assert strict.status_code == 200
+
+
+ERROR_CASES = [
+    ("/v1/reranking", b'{"query": "q", "input": [', 400, "JSON"),
+    ("/v1/reranking", [1, 2], 422, "body"),
+    ("/v1/reranking", {"input": ["a"]}, 422, "query"),
+    ("/v1/reranking", {"query": 5, "input": ["a"]}, 422, "query"),
+    ("/v1/reranking", {"query": "q", "input": []}, 422, "input"),
+    ("/v1/reranking", {"query": "q", "input": "a"}, 422, "input"),
+    ("/v1/reranking", {"query": "q", "input": ["a", 3]}, 422, "input[1]"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "top_k": -1}, 422, "top_k"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "top_k": "3"}, 422, "top_k"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "return_input": "yes"}, 422, "return_input"),
+    ("/v1/reranking", {"query": "q", "input": [{"a": 1}], "rank_fields": ["b"]}, 422, "rank_fields"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "rank_fields": []}, 422, "rank_fields"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "rewrite_query": True}, 422, "rewrite_query"),
+    ("/v1/reranking", {"query": "q", "input": ["a"] * (MAX_DOCS + 1)}, 413, f"at most {MAX_DOCS}"),
+    ("/v1/reranking", {"model": "other-model", "query": "q", "input": ["a"]}, 404, ALIASES[0]),
+    ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+    ("/v2/rerank", {"query": "q", "documents": [{"title": "x"}]}, 422, "'text'"),
+    ("/v2/rerank", {"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}, 422, "max_tokens_per_doc"),
+    ("/v2/rerank", {"query": "q", "documents": ["a"] * (MAX_DOCS + 1)}, 413, "documents"),
+    ("/v1/rerank", {"model": "nope", "query": "q", "documents": ["a"]}, 404, ALIASES[1]),
+    ("/rerank", {"query": "q", "texts": [{"text": "a"}]}, 422, "texts[0]"),
+    ("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "Up"}, 422, "truncation_direction"),
+    ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": 1}, 422, "raw_scores"),
+    ("/rerank", {"query": "q", "texts": ["a"] * (MAX_DOCS + 1)}, 413, "texts"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "needle"), ERROR_CASES)
+def test_bad_requests_get_4xx_naming_the_field(
+    client: httpx.Client, path: str, body: Any, status: int, needle: str
+) -> None:
+    if isinstance(body, bytes):
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+    else:
+        response = client.post(path, json=body)
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert needle in payload["message"], payload
+    assert payload["error"] == payload["message"] and payload["error_type"]
+
+
+async def _post_all(base_url: str, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(requests), max_keepalive_connections=len(requests))
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120, limits=limits) as ac:
+        return list(await asyncio.gather(*(ac.post(path, json=body) for path, body in requests)))
+
+
+def _pairs(path: str, data: Any) -> list[tuple[int, float]]:
+    if path == "/v1/reranking":
+        return [(d["index"], d["score"]) for d in data["data"]]
+    if path == "/rerank":
+        return [(d["index"], d["score"]) for d in data]
+    return [(d["index"], d["relevance_score"]) for d in data["results"]]
+
+
+def _workload(n: int) -> list[tuple[str, str, list[str]]]:
+    """``n`` (path, query, documents): 12 distinct payloads spread over the three API shapes."""
+    queries = [QUERY, "Which whale did Melville write about?", "Who are famous English novelists?"]
+    paths = ["/v1/reranking", "/v2/rerank", "/rerank", "/v1/rerank"]
+    out = []
+    for i in range(n):
+        k = i % 12
+        docs = [DOCS[(k + j) % len(DOCS)] + f" (copy {k})" for j in range(2 + k % 4)]
+        out.append((paths[k % 4], queries[k % 3], docs))
+    return out
+
+
+def _body(path: str, query: str, docs: list[str]) -> dict[str, Any]:
+    if path == "/v1/reranking":
+        return {"query": query, "input": docs}
+    if path == "/rerank":
+        return {"query": query, "texts": docs}
+    return {"query": query, "documents": docs}
+
+
+def test_concurrent_requests_match_sequential_library_calls_and_share_batches(
+    server: ServerProcess, client: httpx.Client, v2_reranker: Any
+) -> None:
+    workload = _workload(60)
+    before = client.get("/metrics").text
+    responses = asyncio.run(_post_all(server.base_url, [(p, _body(p, q, d)) for p, q, d in workload]))
+    after = client.get("/metrics").text
+    expected = {}
+    for (path, query, docs), response in zip(workload, responses, strict=True):
+        assert response.status_code == 200, response.text
+        key = (query, tuple(docs))
+        if key not in expected:
+            expected[key] = _expected(v2_reranker, query, docs)
+        assert_same_ranking(_pairs(path, response.json()), expected[key])
+    batches = metric(after, "mxbai_rerank_batches_total", outcome="ok") - metric(
+        before, "mxbai_rerank_batches_total", outcome="ok"
+    )
+    documents = metric(after, "mxbai_rerank_documents_total") - metric(before, "mxbai_rerank_documents_total")
+    assert documents == sum(len(d) for _, _, d in workload)
+    # Dynamic batching: 60 concurrent requests were served by fewer scoring calls.
+    assert 1 <= batches < len(workload)
+
+
+def test_a_failing_request_fails_alone_and_the_server_keeps_serving(
+    server: ServerProcess, client: httpx.Client, v2_reranker: Any
+) -> None:
+    workload = _workload(12)
+    requests = [(p, _body(p, q, d)) for p, q, d in workload]
+    poisoned = [("/v1/reranking", {"query": QUERY, "input": [DOCS[0], f"a {POISON} b"]})] * 2
+    responses = asyncio.run(_post_all(server.base_url, [*requests[:6], *poisoned, *requests[6:]]))
+    bad = responses[6:8]
+    good = responses[:6] + responses[8:]
+    for response in bad:
+        assert response.status_code == 500
+        assert "non-finite" in response.json()["message"]
+    for (path, query, docs), response in zip(workload, good, strict=True):
+        assert response.status_code == 200, response.text
+        assert_same_ranking(_pairs(path, response.json()), _expected(v2_reranker, query, docs))
+    assert (
+        metric(
+            client.get("/metrics").text, "mxbai_rerank_request_failures_total", endpoint="/v1/reranking", kind="model"
+        )
+        >= 2
+    )
+    assert httpx.get(f"{server.base_url}/health").status_code == 200
+
+
+def test_health_and_results_after_abuse(server: ServerProcess, client: httpx.Client, v2_reranker: Any) -> None:
+    host, port = server.base_url.removeprefix("http://").split(":")
+    # A client that promises a body and disconnects halfway.
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/reranking HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + API_KEY.encode()
+            + b'\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"query": "q", "inp'
+        )
+    # Garbage that is not HTTP at all.
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"\x00\x01\x02 not http\r\n\r\n")
+    assert client.get("/does-not-exist").status_code == 404
+    assert client.post("/rerank", content=b"\xff\xfe", headers={"content-type": "application/json"}).status_code == 400
+    assert client.post("/rerank", json={"query": "q", "texts": ["lorem " * 2000]}).status_code == 200
+    assert httpx.post(f"{server.base_url}/rerank", json={"query": "q", "texts": ["a"]}).status_code == 401
+    assert client.post("/rerank", json={"query": "q", "texts": []}).status_code == 422
+    assert client.post("/rerank", json={"query": "q", "texts": ["a"] * (MAX_DOCS + 1)}).status_code == 413
+    assert client.post("/rerank", json={"model": "nope", "query": "q", "texts": ["a"]}).status_code == 404
+    for _ in range(3):
+        assert client.post("/rerank", json={"query": POISON, "texts": ["a"]}).status_code == 500
+
+    assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
+    response = client.post("/v1/reranking", json={"query": QUERY, "input": DOCS})
+    assert response.status_code == 200
+    assert_same_ranking(_pairs("/v1/reranking", response.json()), _expected(v2_reranker, QUERY, DOCS))
+    text = client.get("/metrics").text
+    for kind in ("auth", "validation", "bad_request", "too_large", "model_not_found", "model"):
+        assert metric(text, "mxbai_rerank_request_failures_total", endpoint="/rerank", kind=kind) >= 1, kind
+    for name in ("mxbai_rerank_queue_depth", "mxbai_rerank_batch_requests_count", "mxbai_rerank_tokens_total"):
+        assert name in text
+    assert metric(text, "mxbai_rerank_request_duration_seconds_count", endpoint="/v1/reranking") > 0

@@ -1,0 +1,74 @@
+"""``create_app`` in process (httpx's ASGI transport): settings, unexpected errors, batching counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+
+from mxbai_rerank import EncodedPairs
+from mxbai_rerank.server import ServerSettings, create_app
+
+
+class _Exploding:
+    """The real reranker, except that tokenizing the query "boom" raises an unexpected error."""
+
+    def __init__(self, reranker: Any) -> None:
+        self._reranker = reranker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reranker, name)
+
+    def encode_pairs(self, queries: Sequence[str], documents: Sequence[Any], **kwargs: Any) -> EncodedPairs:
+        if "boom" in queries:
+            raise RuntimeError("tokenizer exploded")
+        return self._reranker.encode_pairs(queries, documents, **kwargs)
+
+
+async def _run(app: Any, requests: list[tuple[str, dict[str, Any]]]) -> tuple[list[httpx.Response], str, int]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        responses = await asyncio.gather(*(client.post(path, json=body) for path, body in requests))
+        metrics = (await client.get("/metrics")).text
+        health = (await client.get("/health")).status_code
+    return list(responses), metrics, health
+
+
+def test_settings_are_validated() -> None:
+    for bad in ({"max_client_batch_size": 0}, {"max_concurrent_requests": 0}, {"max_batch_tokens": 0}, {"api_key": ""}):
+        with pytest.raises(ValueError):
+            ServerSettings(**bad)
+
+
+def test_unexpected_errors_are_json_500_and_do_not_stop_the_server(v2_reranker: Any) -> None:
+    app = create_app(_Exploding(v2_reranker), ServerSettings(model_name="tiny", warmup=False))
+    good = {"query": "what is a fox", "input": ["a fox", "a dog"]}
+    responses, metrics, health = asyncio.run(
+        _run(app, [("/v1/reranking", {"query": "boom", "input": ["a"]}), ("/v1/reranking", good)])
+    )
+    assert responses[0].status_code == 500
+    assert "tokenizer exploded" in responses[0].json()["message"]
+    assert responses[1].status_code == 200 and len(responses[1].json()["data"]) == 2
+    assert 'mxbai_rerank_request_failures_total{endpoint="/v1/reranking",kind="internal"} 1.0' in metrics
+    assert health == 200
+
+
+def test_concurrent_requests_share_scoring_calls(v2_reranker: Any) -> None:
+    app = create_app(v2_reranker, ServerSettings(warmup=False))
+    docs = [f"document {i} about foxes, dogs and other animals" for i in range(6)]
+    requests = [("/rerank", {"query": f"query {i}", "texts": docs}) for i in range(24)]
+    responses, metrics, _ = asyncio.run(_run(app, requests))
+    assert [r.status_code for r in responses] == [200] * len(requests)
+    calls = sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("mxbai_rerank_batches_total")
+    )
+    assert 1 <= calls < len(requests)
+    for (_, body), response in zip(requests, responses, strict=True):
+        expected = v2_reranker.rank(body["query"], docs, top_k=len(docs), normalize=True)
+        assert [r["index"] for r in response.json()] == [r.index for r in expected]
