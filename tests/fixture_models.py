@@ -127,6 +127,10 @@ def _patch_tokenizer_config(path: Path, cls_name: str) -> None:
     cfg_path = path / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["tokenizer_class"] = cls_name
+    # transformers 5 writes the list as "extra_special_tokens", which transformers 4 reads as
+    # a dict and fails on; "additional_special_tokens" is read by both, like hub checkpoints.
+    if isinstance(cfg.get("extra_special_tokens"), list):
+        cfg["additional_special_tokens"] = cfg.pop("extra_special_tokens")
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 

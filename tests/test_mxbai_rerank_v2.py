@@ -145,3 +145,28 @@ def test_predict_and_normalize_scores_keep_upstream_shapes(v2_reranker: MxbaiRer
     out = v2_reranker.predict([QUERY] * 3, DOCS[:3])
     assert isinstance(out, torch.Tensor) and out.shape == (3,)
     assert torch.allclose(v2_reranker.normalize_scores(out), sigmoid_normalize(out, v2_reranker.estimated_max))
+
+
+def test_many_queries_in_one_call_score_like_one_query_at_a_time(v2_reranker: MxbaiRerankV2) -> None:
+    queries = [QUERY, "Which novel did Melville write?", "Who wrote Pride and Prejudice?"]
+    pairs = [(q, d) for d in DOCS for q in queries]
+    together = v2_reranker.score_pairs([q for q, _ in pairs], [d for _, d in pairs])
+    alone = {q: v2_reranker.score_pairs([q] * len(DOCS), DOCS) for q in queries}
+    expected = [alone[q][DOCS.index(d)] for q, d in pairs]
+    np.testing.assert_allclose(together, expected, atol=1e-5)
+
+
+def test_concatenated_requests_keep_separate_query_groups(v2_reranker: MxbaiRerankV2) -> None:
+    from mxbai_rerank import EncodedPairs
+
+    a = v2_reranker.encode_pairs([QUERY, QUERY, "other"], DOCS[:3])
+    b = v2_reranker.encode_pairs([QUERY], DOCS[:1])
+    assert a.groups == [0, 0, 1]
+    merged = EncodedPairs.concat([a, b])
+    assert merged.groups == [0, 0, 1, 2]
+    assert merged.select([3, 0]).groups == [2, 0]
+    np.testing.assert_allclose(
+        v2_reranker.score_encoded(merged),
+        np.concatenate([v2_reranker.score_encoded(a), v2_reranker.score_encoded(b)]),
+        atol=1e-5,
+    )

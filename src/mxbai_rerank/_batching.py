@@ -8,26 +8,36 @@ from dataclasses import dataclass
 import torch
 
 
-def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Group indices into batches, longest sequences first.
+def plan_batches(
+    lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, max_padding: float = 0.2
+) -> list[list[int]]:
+    """Group indices into batches of similar length, longest first.
 
     Invariants: every index appears exactly once; within a batch ``len(batch) * max(len)``
-    (the padded size) is at most ``max_tokens`` and ``len(batch) <= max_batch_size``, except
-    that a single sequence longer than ``max_tokens`` forms a batch of its own.
+    (the padded size) is at most ``max_tokens``, ``len(batch) <= max_batch_size``, and every
+    sequence is at least ``(1 - max_padding) * max(len)`` long, so at most that share of a
+    batch is padding. A single sequence longer than ``max_tokens`` forms a batch of its own.
     """
     if max_tokens <= 0 or max_batch_size <= 0:
         raise ValueError("max_tokens and max_batch_size must be positive")
+    if not 0.0 <= max_padding < 1.0:
+        raise ValueError("max_padding must be in [0, 1)")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    longest = 0  # the first (longest) length of the current batch
     for i in order:
-        longest_if_added = max(longest, lengths[i])
-        if current and (len(current) >= max_batch_size or (len(current) + 1) * longest_if_added > max_tokens):
+        fits = (
+            len(current) < max_batch_size
+            and (len(current) + 1) * longest <= max_tokens
+            and lengths[i] >= (1.0 - max_padding) * longest
+        )
+        if current and not fits:
             batches.append(current)
-            current, longest_if_added = [], lengths[i]
+            current = []
+        if not current:
+            longest = lengths[i]
         current.append(i)
-        longest = longest_if_added
     if current:
         batches.append(current)
     return batches
@@ -41,8 +51,6 @@ class Batch:
     attention_mask: torch.Tensor
     lengths: torch.Tensor
     token_type_ids: torch.Tensor | None = None
-    # Leading tokens identical in every row, always < min(lengths) (see common_prefix_length).
-    shared_prefix: int = 0
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -50,7 +58,6 @@ class Batch:
             self.attention_mask.to(device, non_blocking=True),
             self.lengths.to(device, non_blocking=True),
             None if self.token_type_ids is None else self.token_type_ids.to(device, non_blocking=True),
-            self.shared_prefix,
         )
 
 
@@ -85,4 +92,4 @@ def collate(
         mask[row, : len(seq)] = 1
         if types is not None and token_type_ids is not None:
             types[row, : len(seq)] = torch.tensor(token_type_ids[row], dtype=torch.long)
-    return Batch(ids, mask, torch.tensor(lengths, dtype=torch.long), types, common_prefix_length(sequences))
+    return Batch(ids, mask, torch.tensor(lengths, dtype=torch.long), types)

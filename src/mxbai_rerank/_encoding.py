@@ -21,6 +21,9 @@ class EncodedPairs:
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None = None
+    # Pairs with the same group id share a query (and so a long token prefix); ``None``
+    # means one group. Scoring may batch and cache prefixes per group.
+    groups: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -29,18 +32,28 @@ class EncodedPairs:
     def num_tokens(self) -> int:
         return sum(len(ids) for ids in self.input_ids)
 
+    def group_ids(self) -> list[int]:
+        return self.groups if self.groups is not None else [0] * len(self.input_ids)
+
     def select(self, indices: Sequence[int]) -> EncodedPairs:
         return EncodedPairs(
             [self.input_ids[i] for i in indices],
             None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices],
+            None if self.groups is None else [self.groups[i] for i in indices],
         )
 
     @staticmethod
     def concat(parts: Sequence[EncodedPairs]) -> EncodedPairs:
+        """One set of pairs; each part's groups stay distinct from every other part's."""
         ids = [seq for part in parts for seq in part.input_ids]
-        if any(part.token_type_ids is None for part in parts):
-            return EncodedPairs(ids)
-        return EncodedPairs(ids, [seq for part in parts for seq in part.token_type_ids or []])
+        groups: list[int] = []
+        for part in parts:
+            offset = max(groups, default=-1) + 1
+            groups.extend(offset + g for g in part.group_ids())
+        types = None
+        if all(part.token_type_ids is not None for part in parts):
+            types = [seq for part in parts for seq in part.token_type_ids or []]
+        return EncodedPairs(ids, types, groups)
 
 
 class LockedTokenizer:
@@ -114,7 +127,8 @@ class V2Encoder:
             doc_cap = min(self.model_max_length - len(q) - self.fixed_length, self.max_length)
             pair = (q + self.sep_ids + doc[: max(doc_cap, 0)])[: self.max_length]
             out.append(self.prefix_ids + pair + self.tail_ids)
-        return EncodedPairs(out)
+        group_of = {q: i for i, q in enumerate(distinct)}
+        return EncodedPairs(out, groups=[group_of[q] for q in queries])
 
 
 class V1Encoder:
@@ -128,4 +142,5 @@ class V1Encoder:
         if instruction:
             raise ValueError("instruction is only supported by the v2 models; v1 cross-encoders score plain pairs")
         features = self.tokenizer.pairs(list(queries), list(documents), self.max_length)
-        return EncodedPairs(features["input_ids"], features.get("token_type_ids"))
+        group_of = {q: i for i, q in enumerate(dict.fromkeys(queries))}
+        return EncodedPairs(features["input_ids"], features.get("token_type_ids"), [group_of[q] for q in queries])

@@ -5,6 +5,7 @@ Each head maps a right-padded :class:`~._batching.Batch` to raw float32 scores o
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Protocol
 
 import torch
@@ -13,17 +14,17 @@ from ._batching import Batch
 
 
 class ScoreHead(Protocol):
-    def __call__(self, batch: Batch) -> torch.Tensor: ...
+    def encode_prefix(self, ids: list[int], device: torch.device) -> Any | None:
+        """State for a token prefix every row of later batches starts with, or ``None``."""
+
+    def __call__(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
+        """(B,) float32 raw scores; with ``prefix``, ``batch`` holds only the tokens after it."""
 
 
 def last_token_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, H) right-padded hidden states -> (B, H) states at each row's last real token."""
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     return hidden[rows, lengths - 1]
-
-
-# Below this many shared tokens a separate prefix pass costs more than it saves.
-MIN_SHARED_PREFIX = 8
 
 
 class CausalLMBinaryHead:
@@ -41,21 +42,23 @@ class CausalLMBinaryHead:
         bias = getattr(lm_head, "bias", None)
         self.offset = 0.0 if bias is None else float(bias[positive_id].float() - bias[negative_id].float())
 
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        ids, rows = batch.input_ids, batch.input_ids.shape[0]
-        # The chat prefix (and, for a single query, the query) is identical in every row:
-        # encode it once and let every row attend to its cached keys and values.
-        shared = batch.shared_prefix if rows > 1 and batch.shared_prefix >= MIN_SHARED_PREFIX else 0
+    def encode_prefix(self, ids: list[int], device: torch.device) -> Any:
+        """The key/value cache of ``ids`` (batch of one), reused by every later batch."""
+        return self.backbone(input_ids=torch.tensor([ids], device=device), use_cache=True).past_key_values
+
+    def __call__(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
         cache = None
-        if shared:
-            cache = self.backbone(input_ids=ids[:1, :shared], use_cache=True).past_key_values
-            cache.batch_repeat_interleave(rows)
+        if prefix is not None:
+            # Rows attend to the shared prefix's cached keys and values; positions continue
+            # after it. The cache is copied because the forward pass appends to it.
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(batch.input_ids.shape[0])
         # Right padding + causal attention: no real token attends to a pad, so no padding
         # mask is needed (and without a cache SDPA takes its causal fast path).
         hidden = self.backbone(
-            input_ids=ids[:, shared:], past_key_values=cache, use_cache=cache is not None
-        ).last_hidden_state  # (B, T - shared, H)
-        last = last_token_pool(hidden, batch.lengths - shared).float()  # (B, H)
+            input_ids=batch.input_ids, past_key_values=cache, use_cache=cache is not None
+        ).last_hidden_state  # (B, T, H)
+        last = last_token_pool(hidden, batch.lengths).float()  # (B, H)
         return last @ self.direction.to(last.device) + self.offset  # (B,)
 
 
@@ -65,7 +68,10 @@ class SequenceClassificationHead:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def __call__(self, batch: Batch) -> torch.Tensor:
+    def encode_prefix(self, ids: list[int], device: torch.device) -> None:
+        return None  # bidirectional attention: a prefix's states depend on what follows
+
+    def __call__(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
         kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if batch.token_type_ids is not None and getattr(self.model.config, "type_vocab_size", 0) > 0:
             kwargs["token_type_ids"] = batch.token_type_ids
