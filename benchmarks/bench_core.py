@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ def build_model(shape: str, cache: Path) -> Path:
 
 
 def passages(model_dir: Path, docs: int, long_tokens: int) -> list[str]:
-    from _passages import docstring_passages, mixed_length_passages
+    from _common import mixed_length_passages, sentence_pool
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -63,32 +62,11 @@ def passages(model_dir: Path, docs: int, long_tokens: int) -> list[str]:
         return len(tok(text, add_special_tokens=False).input_ids)
 
     if long_tokens:
-        pool = " ".join(docstring_passages())
+        pool = " ".join(sentence_pool())
         ids = tok(pool, add_special_tokens=False).input_ids
         return [tok.decode(ids[i * long_tokens : (i + 1) * long_tokens]) for i in range(docs)]
     base = mixed_length_passages(count)
     return [base[i % len(base)] for i in range(docs)]
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
 
 
 def run(python: str, model: Path, data: Path, repeats: int, extra: list[str]) -> dict[str, object]:
@@ -140,6 +118,8 @@ def main() -> None:
             f"| {float(r['peak_rss_mb']):.0f} | {speed:.1f}x | {mem:.2f}x |"
         )
     table = "\n".join(lines)
+    from _common import machine
+
     info = machine()
     lens = f"{args.docs} docs" + (f" of {args.long} tokens" if args.long else " (mixed length, ~125 tokens avg)")
     print(f"\n{args.shape} shape, 1 query x {lens}; machine: {info}\n\n{table}\n")

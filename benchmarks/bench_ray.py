@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
+
+import _common  # noqa: E402
 
 
 def build_model(shape: str, cache: Path) -> Path:
@@ -46,15 +46,18 @@ def build_model(shape: str, cache: Path) -> Path:
 
 
 def make_pairs(rows: int, queries: int, doc_words: int) -> list[dict[str, Any]]:
-    from _passages import docstring_passages
+    from _common import sentence_pool
 
-    pool = docstring_passages()
+    pool = sentence_pool()
     out = []
     for i in range(rows):
         q = i % queries
-        words = pool[(i * 7919) % len(pool)].split()
-        # Mixed lengths: between half and all of doc_words words.
+        # Mixed lengths: consecutive sentences, between half and all of doc_words words.
         n = doc_words // 2 + (i * 31) % (doc_words // 2 + 1)
+        start, words = (i * 7919) % len(pool), []
+        while len(words) < n:
+            words += pool[start % len(pool)].split()
+            start += 1
         out.append(
             {
                 "pair_id": i,
@@ -64,18 +67,6 @@ def make_pairs(rows: int, queries: int, doc_words: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def in_process_rows_per_s(model_dir: Path, pairs: list[dict[str, Any]], dtype: str | None) -> tuple[float, float]:
@@ -164,7 +155,7 @@ def main() -> None:
 
     result = {
         "benchmark": "mxbai_rerank.ray end to end (read Parquet -> score on an actor pool -> write Parquet)",
-        "machine": machine(),
+        "machine": _common.machine(),
         "ray": ray.__version__,
         "model": str(model_dir) if args.model_dir else f"qwen2-{args.shape} (random weights)",
         "dtype": args.dtype,
@@ -184,7 +175,9 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"\n{len(pairs)} pairs, {queries} queries, model {result['model']}, {args.dtype}, {machine()['cpu']}\n")
+    print(
+        f"\n{len(pairs)} pairs, {queries} queries, model {result['model']}, {args.dtype}, {_common.machine()['cpu']}\n"
+    )
     print("| setup | wall (s) | rows/s |")
     print("|---|---:|---:|")
     print(f"| in-process score_pairs, 1 thread (no Ray, model loaded) | - | {baseline:.1f} |")

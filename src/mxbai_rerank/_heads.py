@@ -6,6 +6,7 @@ Each head maps a right-padded :class:`~._batching.Batch` to raw float32 scores o
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Protocol
 
 import torch
@@ -35,6 +36,9 @@ class CausalLMBinaryHead:
     """
 
     def __init__(self, model: Any, positive_id: int, negative_id: int) -> None:
+        # transformers 5.2x flags ``past_key_values`` as deprecated in favour of ``cache``, yet
+        # silently ignores ``cache=`` on Qwen2Model.forward; the tests pin the working keyword.
+        warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
         self.backbone = model.get_decoder()
         lm_head = model.get_output_embeddings()
         weight = lm_head.weight.detach()
