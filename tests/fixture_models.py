@@ -168,6 +168,9 @@ def build_qwen2_reranker(path: Path, shape: dict | None = None, *, random_fast: 
         **shape,
     )
     config.architectures = ["Qwen2ForCausalLM"]
+    # The explicit marker that tells mxbai_rerank.load() which reranker family this is
+    # (a renamed or random checkpoint is not recognised by name). Upstream ignores it.
+    config.mxbai_rerank = {"family": "mxbai-v2"}
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
     if not random_fast:
@@ -200,6 +203,7 @@ def build_deberta_reranker(path: Path, shape: dict | None = None) -> Path:
         **shape,
     )
     config.architectures = ["DebertaV2ForSequenceClassification"]
+    config.mxbai_rerank = {"family": "mxbai-v1"}
     torch.manual_seed(0)
     model = DebertaV2ForSequenceClassification(config)
     fill_deterministic(model, std=0.2)

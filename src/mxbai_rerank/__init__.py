@@ -12,6 +12,7 @@ from ._loader import load
 from ._model import NonFiniteScoreError
 from ._registry import MODELS, ModelSpec
 from ._runtime import ModelLoadError
+from ._scorer import Scorer, ScorerInfo
 from .base import BaseReranker, RankResult
 from .mxbai_rerank_v1 import MxbaiRerankV1
 from .mxbai_rerank_v2 import MxbaiRerankV2
@@ -28,6 +29,8 @@ __all__ = [
     "MxbaiRerankV2",
     "NonFiniteScoreError",
     "RankResult",
+    "Scorer",
+    "ScorerInfo",
     "__version__",
     "load",
 ]

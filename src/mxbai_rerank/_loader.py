@@ -9,7 +9,7 @@ from ._registry import DEFAULT_MODEL, family_of_config
 from ._runtime import ModelLoadError, read_config
 
 
-def load(model_name_or_path: str = DEFAULT_MODEL, **kwargs: Any) -> TransformerReranker:
+def load(model_name_or_path: str = DEFAULT_MODEL, family: str | None = None, **kwargs: Any) -> TransformerReranker:
     """Load any Mixedbread reranker: a ``*ForSequenceClassification`` model as
     :class:`MxbaiRerankV1`, a causal LM (Qwen2) as :class:`MxbaiRerankV2`.
 
@@ -19,7 +19,8 @@ def load(model_name_or_path: str = DEFAULT_MODEL, **kwargs: Any) -> TransformerR
     from .mxbai_rerank_v2 import MxbaiRerankV2
 
     config_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "trust_remote_code") if k in kwargs}
-    family = family_of_config(read_config(str(model_name_or_path), **config_kwargs))
+    found = family_of_config(read_config(str(model_name_or_path), **config_kwargs))
+    family = {"mxbai-v1": "v1", "mxbai-v2": "v2"}.get(family or "", found)
     if family == "v1":
         kwargs.pop("estimated_max", None)
         return MxbaiRerankV1(model_name_or_path, **kwargs)

@@ -7,6 +7,7 @@ of them. The family classes (v1, v2) only say which encoder, head and score tran
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ._documents import Document, check_documents, check_query, documents_to_tex
 from ._encoding import EncodedPairs, LockedTokenizer
 from ._heads import ScoreHead
 from ._registry import Family, ModelSpec, family_of_config, find_spec
+from ._scorer import ScorerInfo
 from ._runtime import (
     ModelLoadError,
     attention_implementation,
@@ -278,6 +280,25 @@ class TransformerReranker(BaseReranker, TorchModule):
                 queries=queries, documents=documents, batch_size=batch_size, show_progress=False, **kwargs
             )
         )
+
+    # -- the Scorer protocol (see _scorer.py) ----------------------------------------------
+    def postprocess(self, raw: np.ndarray, *, normalize: bool = False) -> np.ndarray:
+        return self._transform(np.asarray(raw, dtype=np.float32), normalize=normalize)
+
+    def info(self) -> ScorerInfo:
+        return ScorerInfo(
+            model_id=self.model_name_or_path,
+            family=f"mxbai-{self.family}",
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            max_length=int(self.max_length),
+            max_batch_tokens=int(self.max_batch_tokens),
+            backend="torch",
+        )
+
+    def tokenizer_copy(self) -> Any:
+        with self._tokenizer._lock:
+            return copy.deepcopy(self._tokenizer.tokenizer)
 
     def extra_repr(self) -> str:
         return f"model_name_or_path={self.model_name_or_path!r}, device={self.device}, dtype={self.dtype}"
