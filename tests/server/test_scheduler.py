@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import Future
 
 import numpy as np
 import pytest
 
-from mxbai_rerank import EncodedPairs
+from mxbai_rerank import EncodedPairs, ScorerInfo
 from mxbai_rerank.server import BatchScheduler, BatchStats, SchedulerClosedError
 
 QUERIES = ["what is a fox", "capital of france", "how do rockets fly", "best pasta recipe"]
@@ -23,6 +24,10 @@ def _requests(reranker, n: int) -> list[EncodedPairs]:
     return out
 
 
+def _real_tokens(encoded: EncodedPairs) -> int:
+    return sum(len(ids) for ids in encoded.input_ids)
+
+
 def _busy_job(reranker) -> EncodedPairs:
     """Enough pairs that the worker is still scoring them while the test queues more."""
     docs = [f"a long filler document number {j} " * 8 for j in range(64)]
@@ -30,18 +35,25 @@ def _busy_job(reranker) -> EncodedPairs:
 
 
 class _Recording:
-    """The real reranker, recording each score_encoded call; fails on pairs containing ``poison_id``."""
+    """The real reranker, recording each score_encoded call and its padded-token budget; fails on
+    pairs containing ``poison_id``; its ``info()`` reports ``budget`` as its default budget."""
 
-    def __init__(self, reranker, poison_id: int | None = None) -> None:
+    def __init__(self, reranker, poison_id: int | None = None, budget: int | None = None) -> None:
         self._reranker = reranker
-        self.max_batch_tokens = reranker.max_batch_tokens
         self.poison_id = poison_id
+        self.budget = budget
         self.calls: list[int] = []
+        self.budgets: list[int | None] = []
         self._lock = threading.Lock()
+
+    def info(self) -> ScorerInfo:
+        info = self._reranker.info()
+        return info if self.budget is None else dataclasses.replace(info, max_batch_tokens=self.budget)
 
     def score_encoded(self, encoded: EncodedPairs, *, max_batch_tokens: int | None = None) -> np.ndarray:
         with self._lock:
             self.calls.append(len(encoded))
+            self.budgets.append(max_batch_tokens)
         if self.poison_id is not None and any(self.poison_id in ids for ids in encoded.input_ids):
             raise FloatingPointError("poisoned pair")
         return self._reranker.score_encoded(encoded, max_batch_tokens=max_batch_tokens)
@@ -63,10 +75,11 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_scores(v2_reran
         assert got.shape == (len(request),)
         np.testing.assert_allclose(got, want, atol=1e-5)
     # The 12 requests queued behind the busy job were merged, not scored one by one.
-    assert scheduler.batches < 1 + len(requests)
+    assert len(stats) < 1 + len(requests)
     assert max(s.requests for s in stats) > 1
     assert sum(s.requests for s in stats if s.ok) == 1 + len(requests)
     assert sum(s.pairs for s in stats) == sum(len(r) for r in requests) + 64
+    assert sum(s.real_tokens for s in stats) == sum(_real_tokens(r) for r in (*requests, _busy_job(v2_reranker)))
 
 
 def test_failing_merged_batch_fails_only_the_bad_request(v2_reranker) -> None:
@@ -113,9 +126,10 @@ def test_close_drains_the_queue_and_refuses_new_work(v2_reranker) -> None:
         scheduler.submit(requests[0])
 
 
-def test_cancelled_requests_are_not_scored(v2_reranker) -> None:
+def test_cancelled_requests_are_not_scored_and_the_default_budget_is_the_scorers(v2_reranker) -> None:
     requests = _requests(v2_reranker, 3)
-    scorer = _Recording(v2_reranker)
+    budget = v2_reranker.info().max_batch_tokens // 2 + 7
+    scorer = _Recording(v2_reranker, budget=budget)
     scheduler = BatchScheduler(scorer)
     try:
         busy = scheduler.submit(_busy_job(v2_reranker))
@@ -127,11 +141,12 @@ def test_cancelled_requests_are_not_scored(v2_reranker) -> None:
     finally:
         scheduler.close()
     assert sum(scorer.calls) == 64 + len(requests[0])
+    assert scheduler.max_batch_tokens == budget and set(scorer.budgets) == {budget}
 
 
 def test_step_budget_bounds_a_merged_call(v2_reranker) -> None:
     requests = _requests(v2_reranker, 6)
-    smallest = min(r.num_tokens for r in requests)
+    smallest = min(_real_tokens(r) for r in requests)
     stats: list[BatchStats] = []
     # A budget below any request: every call takes exactly one request.
     scheduler = BatchScheduler(v2_reranker, step_tokens=smallest - 1, on_batch=stats.append)

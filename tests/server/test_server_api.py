@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import shutil
 import socket
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,8 @@ ALIASES = ("mxbai-rerank-tiny", "rerank-tiny-alias")
 MAX_DOCS = 40
 POISON = "☃☃☃"
 ATOL = 1e-4
+# A traceback as logging prints it: the header line, then indented frame lines.
+_TRACEBACK = r"\nTraceback \(most recent call last\):\n(?:[ \t].*\n)+"
 
 QUERY = "Who wrote 'To Kill a Mockingbird'?"
 DOCS = [
@@ -89,6 +92,10 @@ def assert_same_ranking(got: Sequence[tuple[int, float]], expected: Sequence[Any
         assert want[a] >= want[b] - atol
 
 
+def _real_tokens(encoded: Any) -> int:
+    return sum(len(ids) for ids in encoded.input_ids)
+
+
 def _expected(reranker: Any, query: str, docs: Sequence[Any], **kwargs: Any) -> list[Any]:
     kwargs.setdefault("normalize", True)
     kwargs.setdefault("top_k", len(docs))
@@ -123,7 +130,7 @@ def test_api_key_is_required_everywhere_but_health_and_metrics(server: ServerPro
         for method, path, body in requests:
             response = httpx.request(method, f"{server.base_url}{path}", json=body, headers=headers)
             assert response.status_code == 401, (path, headers)
-            assert "API key" in response.json()["message"]
+            assert "API key" in response.json()["message"] and response.headers["x-request-id"]
     mxb = mixedbread.Mixedbread(api_key="wrong-key", base_url=server.base_url, max_retries=0)
     with pytest.raises(mixedbread.AuthenticationError):
         mxb.rerank(query="q", input=["a"])
@@ -141,7 +148,7 @@ def test_mixedbread_sdk_strings_match_the_library(server: ServerProcess, v2_rera
     assert_same_ranking([(d.index, d.score) for d in result.data], expected)
     assert all(0.0 < d.score < 1.0 and d.object == "rank_result" for d in result.data)
     assert [d.input for d in result.data] == [DOCS[d.index] for d in result.data]
-    tokens = v2_reranker.encode_pairs([QUERY] * len(DOCS), DOCS).num_tokens
+    tokens = _real_tokens(v2_reranker.encode_pairs([QUERY] * len(DOCS), DOCS))
     assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
 
     top2 = mxb.rerank(query=QUERY, input=DOCS, top_k=2)
@@ -175,7 +182,7 @@ def test_cohere_sdk_matches_the_library(server: ServerProcess, v2_reranker: Any)
     expected = _expected(v2_reranker, QUERY, DOCS, top_k=3)
     assert result.id
     assert_same_ranking([(r.index, r.relevance_score) for r in result.results], expected)
-    assert result.meta.tokens.input_tokens == v2_reranker.encode_pairs([QUERY] * len(DOCS), DOCS).num_tokens
+    assert result.meta.tokens.input_tokens == _real_tokens(v2_reranker.encode_pairs([QUERY] * len(DOCS), DOCS))
 
 
 @pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank"])
@@ -184,7 +191,7 @@ def test_cohere_shape_with_text_objects(client: httpx.Client, v2_reranker: Any, 
     response = client.post(path, json=body)
     assert response.status_code == 200, response.text
     data = response.json()
-    assert data["id"] and data["usage"]["total_tokens"] > 0
+    assert data["id"] == response.headers["x-request-id"] and data["usage"]["total_tokens"] > 0
     assert_same_ranking(
         [(r["index"], r["relevance_score"]) for r in data["results"]], _expected(v2_reranker, QUERY, DOCS, top_k=4)
     )
@@ -205,7 +212,7 @@ def test_cohere_max_tokens_per_doc_scores_the_document_head(client: httpx.Client
     assert_same_ranking(
         [(r["index"], r["relevance_score"]) for r in data["results"]], _expected(v2_reranker, QUERY, heads)
     )
-    assert data["usage"]["prompt_tokens"] == v2_reranker.encode_pairs([QUERY] * 3, heads).num_tokens
+    assert data["usage"]["prompt_tokens"] == _real_tokens(v2_reranker.encode_pairs([QUERY] * 3, heads))
 
 
 def test_tei_shape(client: httpx.Client, v2_reranker: Any) -> None:
@@ -332,9 +339,17 @@ def test_a_failing_request_fails_alone_and_the_server_keeps_serving(
     responses = asyncio.run(_post_all(server.base_url, [*requests[:6], *poisoned, *requests[6:]]))
     bad = responses[6:8]
     good = responses[:6] + responses[8:]
+    log = server.log()
     for response in bad:
         assert response.status_code == 500
-        assert "non-finite" in response.json()["message"]
+        # The client gets a request id, not the exception; the server log has both.
+        request_id = response.headers["x-request-id"]
+        assert request_id in response.json()["message"]
+        assert "non-finite" not in response.text and "NonFinite" not in response.text
+        # One log record: the line naming the id, then the traceback of the model's error.
+        record = re.escape(request_id) + _TRACEBACK + r"\S*NonFiniteScoreError: "
+        assert re.search(record, log), log
+    assert len({r.headers["x-request-id"] for r in responses}) == len(responses)
     for (path, query, docs), response in zip(workload, good, strict=True):
         assert response.status_code == 200, response.text
         assert_same_ranking(_pairs(path, response.json()), _expected(v2_reranker, query, docs))
@@ -366,8 +381,13 @@ def test_health_and_results_after_abuse(server: ServerProcess, client: httpx.Cli
     assert client.post("/rerank", json={"query": "q", "texts": []}).status_code == 422
     assert client.post("/rerank", json={"query": "q", "texts": ["a"] * (MAX_DOCS + 1)}).status_code == 413
     assert client.post("/rerank", json={"model": "nope", "query": "q", "texts": ["a"]}).status_code == 404
-    for _ in range(3):
-        assert client.post("/rerank", json={"query": POISON, "texts": ["a"]}).status_code == 500
+    # A sane client-supplied request id is used (echoed, in the 500 message and in the log); an
+    # unusable one is replaced by the server's own.
+    for i, sent in enumerate(("client-trace-0001", "x" * 200, "has space")):
+        response = client.post("/rerank", json={"query": POISON, "texts": ["a"]}, headers={"X-Request-ID": sent})
+        assert response.status_code == 500
+        used = response.headers["x-request-id"]
+        assert (used == sent) == (i == 0) and used in response.json()["message"] and used in server.log()
 
     assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
     response = client.post("/v1/reranking", json={"query": QUERY, "input": DOCS})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,15 +47,31 @@ def test_settings_are_validated() -> None:
             ServerSettings(**bad)
 
 
-def test_unexpected_errors_are_json_500_and_do_not_stop_the_server(v2_reranker: Any) -> None:
+def test_create_app_refuses_what_is_not_a_scorer() -> None:
+    with pytest.raises(TypeError, match="Scorer"):
+        create_app(object())  # type: ignore[arg-type]
+
+
+def test_unexpected_errors_are_logged_with_a_request_id_and_answered_without_internals(
+    v2_reranker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     app = create_app(_Exploding(v2_reranker), ServerSettings(model_name="tiny", warmup=False))
     good = {"query": "what is a fox", "input": ["a fox", "a dog"]}
-    responses, metrics, health = asyncio.run(
-        _run(app, [("/v1/reranking", {"query": "boom", "input": ["a"]}), ("/v1/reranking", good)])
-    )
+    with caplog.at_level(logging.ERROR, logger="mxbai_rerank.server"):
+        responses, metrics, health = asyncio.run(
+            _run(app, [("/v1/reranking", {"query": "boom", "input": ["a"]}), ("/v1/reranking", good)])
+        )
     assert responses[0].status_code == 500
-    assert "tokenizer exploded" in responses[0].json()["message"]
+    body = responses[0].json()
+    request_id = responses[0].headers["x-request-id"]
+    assert "exploded" not in responses[0].text and "RuntimeError" not in responses[0].text
+    assert request_id in body["message"] and body["error_type"] == "internal"
+    # The log has what the client was not told, under the id the client was told.
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert "tokenizer exploded" in str(logged[0].exc_info[1])
     assert responses[1].status_code == 200 and len(responses[1].json()["data"]) == 2
+    assert responses[1].headers["x-request-id"] not in (request_id, "")
     assert 'mxbai_rerank_request_failures_total{endpoint="/v1/reranking",kind="internal"} 1.0' in metrics
     assert health == 200
 

@@ -1,18 +1,25 @@
 """The FastAPI application: three rerank API shapes over one dynamic-batching scheduler.
 
-Request path: auth and admission (ASGI middleware) -> body validation (pydantic) -> model
-name and size checks -> documents to texts, truncation and tokenization (thread pool, off the
-event loop) -> :class:`~._scheduler.BatchScheduler` (one worker owns the model) -> scores,
-top-k and the response shape of the endpoint.
+Request path: request id, auth and admission (ASGI middleware) -> body validation (pydantic)
+-> model name and size checks -> documents to texts, truncation and tokenization (thread pool,
+off the event loop) -> :class:`~._scheduler.BatchScheduler` (one worker owns the model) ->
+scores, top-k and the response shape of the endpoint.
 
-Scores and order are the library's: raw head outputs go through the reranker's own
-``_transform`` (v2 normalized, v1 sigmoid) and :func:`~mxbai_rerank.utils.top_k_numpy`.
+The server depends only on the :class:`~mxbai_rerank.Scorer` protocol. Scores and order are the
+library's: raw head outputs go through ``scorer.postprocess`` (v2 normalized, v1 sigmoid) and
+:func:`~mxbai_rerank.utils.top_k_numpy`.
+
+Every response carries an ``X-Request-ID`` header (the client's own if it sent a sane one). A
+500 answer never shows exception text: the server logs the exception with its traceback and
+the request id, and the client gets a generic message naming that id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import re
 import secrets
 import threading
 import time
@@ -30,9 +37,10 @@ from fastapi.responses import JSONResponse, Response
 
 from .._documents import Document, documents_to_texts, normalize_rank_fields
 from .._encoding import EncodedPairs
+from .._scorer import Scorer
 from ..utils import top_k_numpy
 from ._metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from ._scheduler import BatchScheduler, SchedulerClosedError
+from ._scheduler import BatchScheduler, SchedulerClosedError, real_tokens
 from ._schemas import (
     CohereRerankRequest,
     CohereRerankResponse,
@@ -69,6 +77,11 @@ _UNION_TAGS = frozenset({"str", "dict[str,any]"})
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 500, 503)
 }
+_REQUEST_ID_HEADER = b"x-request-id"
+# A client-supplied id is echoed and logged only if it is short and cannot forge log lines.
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+# The id of the request being served, for log lines and 500 messages (set by _Gate).
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("mxbai_rerank_request_id", default="-")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -82,12 +95,12 @@ class ServerSettings:
     """How a server behaves; the CLI maps its options onto these fields.
 
     Args:
-        model_name: The model id clients send; default: the reranker's ``model_name_or_path``.
+        model_name: The model id clients send; default: the scorer's ``info().model_id``.
         served_model_names: More ids accepted for the same model.
         api_key: Require ``Authorization: Bearer <api_key>`` on every endpoint but /health and /metrics.
         max_client_batch_size: Most documents in one request (more: 413).
         max_concurrent_requests: Most rerank requests in flight (more: 429 at once).
-        max_batch_tokens: Padded tokens per forward pass; default: the reranker's own.
+        max_batch_tokens: Padded tokens per forward pass; default: the scorer's ``info().max_batch_tokens``.
         tokenizer_workers: Threads that tokenize requests.
         warmup: Score one pair at startup; /health answers 200 only after it succeeded.
     """
@@ -127,6 +140,17 @@ def _error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def _new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == _REQUEST_ID_HEADER:
+            return value.decode("ascii") if _SANE_REQUEST_ID.fullmatch(value) else None
+    return None
+
+
 def _format_loc(loc: Sequence[Any]) -> str:
     out = ""
     for part in loc:
@@ -157,11 +181,12 @@ def _describe_validation(errors: Sequence[Any]) -> tuple[int, str, str | None]:
 class _Service:
     """The state one app shares between requests: model, scheduler, tokenizer pool, metrics."""
 
-    def __init__(self, reranker: Any, settings: ServerSettings, metrics: ServerMetrics) -> None:
-        self.reranker = reranker
+    def __init__(self, scorer: Scorer, settings: ServerSettings, metrics: ServerMetrics) -> None:
+        self.scorer = scorer
         self.settings = settings
         self.metrics = metrics
-        primary = settings.model_name or str(reranker.model_name_or_path)
+        info = scorer.info()
+        primary = settings.model_name or info.model_id
         self.model_ids: tuple[str, ...] = tuple(dict.fromkeys((primary, *settings.served_model_names)))
         self.created = int(time.time())
         self.in_flight = 0
@@ -172,13 +197,13 @@ class _Service:
         self._truncator: DocumentTruncator | None = None
         self._truncator_lock = threading.Lock()
         self._warmup: asyncio.Task[None] | None = None
-        metrics.model_info.labels(primary, reranker.family, str(reranker.device), str(reranker.dtype)).set(1)
+        metrics.model_info.labels(primary, info.family, info.device, info.dtype).set(1)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.settings.tokenizer_workers, thread_name_prefix="mxbai-rerank-tokenize")
         self.scheduler = BatchScheduler(
-            self.reranker, max_batch_tokens=self.settings.max_batch_tokens, on_batch=self.metrics.observe_batch
+            self.scorer, max_batch_tokens=self.settings.max_batch_tokens, on_batch=self.metrics.observe_batch
         )
         self.metrics.track_queue(lambda: self.scheduler.queue_depth if self.scheduler else 0)
         if self.settings.warmup:
@@ -197,11 +222,15 @@ class _Service:
 
     async def _warm_up(self) -> None:
         started = time.perf_counter()
+        request_id = _new_request_id()
+        _request_id.set(request_id)  # this task's own context
         try:
             await self.score("warm-up query", ["warm-up document"], instruction=None, field="input")
         except Exception as exc:  # a failed warm-up must show on /health, not crash the server
-            self.health_error = f"warm-up failed: {exc}"
-            logger.error("%s", self.health_error)
+            if not (isinstance(exc, _ApiError) and exc.status == 500):  # score() logged those already
+                logger.error("warm-up failed; request id %s", request_id, exc_info=exc)
+            # /health is public: name the log entry, never the exception text.
+            self.health_error = f"warm-up failed; request id {request_id} (see the server log)"
             return
         self.ready = True
         logger.info("warm-up done in %.2fs; ready", time.perf_counter() - started)
@@ -244,7 +273,7 @@ class _Service:
         # Built on first use (most requests never truncate); pool threads may race here.
         with self._truncator_lock:
             if self._truncator is None:
-                self._truncator = DocumentTruncator(self.reranker)
+                self._truncator = DocumentTruncator(self.scorer)
             return self._truncator
 
     def _encode(
@@ -269,7 +298,7 @@ class _Service:
                     truncator.check_fits(texts, room, field_name)
                 else:
                     texts = truncator.cut(texts, room, keep="end")
-            return self.reranker.encode_pairs([query] * len(texts), texts, instruction=instruction)
+            return self.scorer.encode_pairs([query] * len(texts), texts, instruction=instruction)
         except InputTooLongError as exc:
             raise _ApiError(413, str(exc), "too_long", field_name) from exc
         except (TypeError, ValueError) as exc:
@@ -287,7 +316,7 @@ class _Service:
         max_tokens_per_doc: int | None = None,
         fit: Literal["encoder", "left", "strict"] = "encoder",
     ) -> tuple[np.ndarray, int]:
-        """Raw head outputs (input order) and the number of tokens scored."""
+        """Raw head outputs (input order) and the number of real (unpadded) tokens scored."""
         if self.scheduler is None or self._pool is None:
             raise _ApiError(503, "the server is not started", "unavailable")
         loop = asyncio.get_running_loop()
@@ -311,20 +340,24 @@ class _Service:
         try:
             raw = await asyncio.wrap_future(future)
         except Exception as exc:
-            raise _ApiError(500, f"scoring failed: {exc}", "model") from exc
-        self.metrics.tokens.inc(encoded.num_tokens)
+            request_id = _request_id.get()
+            logger.error("scoring %d pairs failed; request id %s", len(encoded), request_id, exc_info=exc)
+            raise _ApiError(500, f"internal error while scoring; request id {request_id}", "model") from exc
+        tokens = real_tokens(encoded)
+        self.metrics.tokens.inc(tokens)
         self.metrics.documents.inc(len(encoded))
-        return raw, encoded.num_tokens
+        return raw, tokens
 
     def ranked(self, raw: np.ndarray, top_k: int | None, *, raw_scores: bool = False) -> list[tuple[int, float]]:
-        """``(index, score)`` best first, exactly as ``reranker.rank`` orders them."""
-        scores = raw if raw_scores else self.reranker._transform(raw, normalize=True)
+        """``(index, score)`` best first, exactly as the library's ``rank`` orders them."""
+        scores = raw if raw_scores else self.scorer.postprocess(raw, normalize=True)
         top_scores, order = top_k_numpy(np.asarray(scores, dtype=np.float64), top_k or len(raw))
         return [(int(i), float(s)) for i, s in zip(order, top_scores, strict=True)]
 
 
 class _Gate:
-    """ASGI middleware: API key, admission control (429) and per-request metrics."""
+    """ASGI middleware: request id, API key, admission control (429), per-request metrics, and
+    the last-resort JSON 500 for an unexpected exception (logged with the request id)."""
 
     def __init__(self, app: ASGIApp, service: _Service) -> None:
         self.app = app
@@ -352,11 +385,20 @@ class _Gate:
         metrics = self.service.metrics
         started = time.perf_counter()
         status = 500
+        response_started = False
+        failure_kind: str | None = None
+        request_id = _client_request_id(scope) or _new_request_id()
+        # Seen by the endpoint's log lines and 500 messages (same task, so same context).
+        request_id_token = _request_id.set(request_id)
+        id_header = (_REQUEST_ID_HEADER, request_id.encode("ascii"))
 
         async def send_and_watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                response_started = True
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _REQUEST_ID_HEADER]
+                message = {**message, "headers": [*headers, id_header]}
             await send(message)
 
         admitted = False
@@ -385,28 +427,43 @@ class _Gate:
                 admitted = True
                 self.service.in_flight += 1
                 metrics.in_flight.inc()
-            await self.app(scope, receive, send_and_watch)
+            try:
+                await self.app(scope, receive, send_and_watch)
+            except Exception as exc:
+                logger.error("unexpected error serving %s; request id %s", path, request_id, exc_info=exc)
+                if response_started:
+                    raise  # too late for an error body; the server closes the connection
+                failure_kind = "internal"
+                response = _error_response(500, f"internal server error; request id {request_id}", "internal")
+                await response(scope, receive, send_and_watch)
         finally:
+            _request_id.reset(request_id_token)
             if admitted:
                 self.service.in_flight -= 1
                 metrics.in_flight.dec()
             metrics.requests.labels(endpoint, str(status)).inc()
             metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
             if status >= 400:
-                kind = (scope.get("state") or {}).get("failure_kind") or _KIND_BY_STATUS.get(status, "error")
+                kind = (
+                    failure_kind
+                    or (scope.get("state") or {}).get("failure_kind")
+                    or _KIND_BY_STATUS.get(status, "error")
+                )
                 metrics.failures.labels(endpoint, kind).inc()
 
 
 def create_app(
-    reranker: Any, settings: ServerSettings | None = None, *, metrics: ServerMetrics | None = None
+    scorer: Scorer, settings: ServerSettings | None = None, *, metrics: ServerMetrics | None = None
 ) -> FastAPI:
-    """A FastAPI app serving ``reranker`` (a loaded :class:`~mxbai_rerank._model.TransformerReranker`).
+    """A FastAPI app serving ``scorer`` (any :class:`~mxbai_rerank.Scorer`, e.g. from :func:`mxbai_rerank.load`).
 
     The scheduler thread and tokenizer pool start and stop with the app's lifespan; run the
     app with uvicorn (``mxbai-rerank serve`` does).
     """
+    if not isinstance(scorer, Scorer):
+        raise TypeError(f"create_app needs a mxbai_rerank.Scorer, got {type(scorer).__name__}")
     settings = settings or ServerSettings()
-    service = _Service(reranker, settings, metrics or ServerMetrics())
+    service = _Service(scorer, settings, metrics or ServerMetrics())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -431,12 +488,6 @@ def create_app(
     async def _api_error(request: Request, exc: _ApiError) -> JSONResponse:
         request.state.failure_kind = exc.kind
         return _error_response(exc.status, exc.message, exc.kind, exc.param)
-
-    @app.exception_handler(Exception)
-    async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette logs the traceback after this answer is sent.
-        request.state.failure_kind = "internal"
-        return _error_response(500, f"internal server error: {type(exc).__name__}: {exc}", "internal")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -500,7 +551,7 @@ def create_app(
             results.append(item)
         return JSONResponse(
             {
-                "id": str(uuid.uuid4()),
+                "id": _request_id.get(),
                 "model": model,
                 "results": results,
                 "meta": {

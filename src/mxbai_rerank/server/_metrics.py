@@ -1,4 +1,9 @@
-"""Prometheus metrics of one server, in its own registry (never the process-global one)."""
+"""Prometheus metrics of one server, in its own registry (never the process-global one).
+
+Token metrics count real (unpadded) tokens: the token ids of query, document and prompt
+template. Padding added to batch rows of unequal length is not counted; the padded size of a
+forward pass is bounded by ``max_batch_tokens``.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +46,11 @@ class ServerMetrics:
         self.in_flight = Gauge("mxbai_rerank_requests_in_flight", "Rerank requests being served", registry=reg)
         self.queue_depth = Gauge("mxbai_rerank_queue_depth", "Requests waiting for the model", registry=reg)
         self.documents = Counter("mxbai_rerank_documents", "Documents ranked in successful requests", registry=reg)
-        self.tokens = Counter("mxbai_rerank_tokens", "Tokens scored (query, document and prompt)", registry=reg)
+        self.tokens = Counter(
+            "mxbai_rerank_tokens",
+            "Real (unpadded) tokens scored in successful requests: query, document and prompt template",
+            registry=reg,
+        )
         self.batches = Counter(
             "mxbai_rerank_batches", "Merged scoring calls made by the scheduler", ["outcome"], registry=reg
         )
@@ -52,7 +61,10 @@ class ServerMetrics:
             "mxbai_rerank_batch_pairs", "Pairs in one scoring call", buckets=_COUNT_BUCKETS, registry=reg
         )
         self.batch_tokens = Histogram(
-            "mxbai_rerank_batch_tokens", "Tokens in one scoring call", buckets=_TOKEN_BUCKETS, registry=reg
+            "mxbai_rerank_batch_tokens",
+            "Real (unpadded) tokens in one scoring call (each forward pass: at most max_batch_tokens padded)",
+            buckets=_TOKEN_BUCKETS,
+            registry=reg,
         )
         self.batch_duration = Histogram(
             "mxbai_rerank_batch_duration_seconds",
@@ -86,7 +98,7 @@ class ServerMetrics:
         self.batches.labels("ok" if stats.ok else "error").inc()
         self.batch_requests.observe(stats.requests)
         self.batch_pairs.observe(stats.pairs)
-        self.batch_tokens.observe(stats.tokens)
+        self.batch_tokens.observe(stats.real_tokens)
         self.batch_duration.observe(stats.seconds)
         for wait in stats.queue_waits:
             self.queue_wait.observe(wait)

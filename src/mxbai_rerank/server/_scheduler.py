@@ -1,9 +1,14 @@
 """Dynamic batching: one worker thread owns the model and merges queued requests.
 
 Requests arrive as :class:`~mxbai_rerank.EncodedPairs` from any thread. The worker takes
-everything queued (first in, first out) up to a token budget, concatenates it, runs one
-``score_encoded`` call (which packs token-budget forward passes internally) and splits the raw
-scores back per request, so concurrent small requests share forward passes.
+everything queued (first in, first out) up to ``step_tokens`` real tokens, concatenates it,
+runs one :meth:`~mxbai_rerank.Scorer.score_encoded` call (which packs forward passes of at most
+``max_batch_tokens`` padded tokens internally) and splits the raw scores back per request, so
+concurrent small requests share forward passes.
+
+Two token counts appear here and must not be confused: *real* tokens are the unpadded token
+ids of a request (what it costs, what ``usage`` reports); *padded* tokens are rows x longest
+row of one forward pass (what the memory budget ``max_batch_tokens`` bounds).
 
 Invariants:
 
@@ -23,11 +28,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from .._encoding import EncodedPairs
+from .._scorer import Scorer
 
 __all__ = ["BatchScheduler", "BatchStats", "SchedulerClosedError"]
 
@@ -38,10 +43,9 @@ class SchedulerClosedError(RuntimeError):
     """The scheduler was closed and accepts no new work."""
 
 
-class _Scorer(Protocol):
-    max_batch_tokens: int
-
-    def score_encoded(self, encoded: EncodedPairs, *, max_batch_tokens: int | None = None) -> np.ndarray: ...
+def real_tokens(encoded: EncodedPairs) -> int:
+    """Unpadded tokens of ``encoded``: the sum of its sequence lengths."""
+    return sum(len(ids) for ids in encoded.input_ids)
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class BatchStats:
 
     requests: int
     pairs: int
-    tokens: int
+    real_tokens: int  # unpadded tokens of all pairs in the call
     seconds: float
     queue_waits: tuple[float, ...]
     ok: bool
@@ -59,7 +63,7 @@ class BatchStats:
 @dataclass
 class _Job:
     encoded: EncodedPairs
-    tokens: int
+    real_tokens: int
     future: Future[np.ndarray]
     enqueued_at: float
 
@@ -68,23 +72,23 @@ class BatchScheduler:
     """Queue of encoded requests served by one worker thread (see the module docstring).
 
     Args:
-        reranker: Anything with ``score_encoded`` (a :class:`~mxbai_rerank._model.TransformerReranker`).
-        max_batch_tokens: Padded tokens per forward pass; default: the reranker's own.
-        step_tokens: Most (unpadded) tokens merged into one ``score_encoded`` call; a single
+        scorer: The :class:`~mxbai_rerank.Scorer` to run; only this worker calls its ``score_encoded``.
+        max_batch_tokens: Padded tokens per forward pass; default: ``scorer.info().max_batch_tokens``.
+        step_tokens: Most real (unpadded) tokens merged into one ``score_encoded`` call; a single
             larger request is still taken alone. Default: ``max_batch_tokens``.
         on_batch: Called from the worker thread after every ``score_encoded`` call.
     """
 
     def __init__(
         self,
-        reranker: _Scorer,
+        scorer: Scorer,
         *,
         max_batch_tokens: int | None = None,
         step_tokens: int | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
-        self._reranker = reranker
-        self.max_batch_tokens = int(max_batch_tokens or reranker.max_batch_tokens)
+        self._scorer = scorer
+        self.max_batch_tokens = int(max_batch_tokens or scorer.info().max_batch_tokens)
         self.step_tokens = int(step_tokens or self.max_batch_tokens)
         if self.max_batch_tokens <= 0 or self.step_tokens <= 0:
             raise ValueError("max_batch_tokens and step_tokens must be positive")
@@ -92,9 +96,6 @@ class BatchScheduler:
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        # Counters, written by the worker only.
-        self.batches = 0
-        self.requests_scored = 0
         self._thread = threading.Thread(target=self._run, name="mxbai-rerank-scheduler", daemon=True)
         self._thread.start()
 
@@ -105,7 +106,7 @@ class BatchScheduler:
         if len(encoded) == 0:
             future.set_result(np.zeros(0, dtype=np.float32))
             return future
-        job = _Job(encoded, encoded.num_tokens, future, time.perf_counter())
+        job = _Job(encoded, real_tokens(encoded), future, time.perf_counter())
         with self._cond:
             if self._closed:
                 raise SchedulerClosedError("the scheduler is shut down")
@@ -140,12 +141,12 @@ class BatchScheduler:
                     return None
                 jobs: list[_Job] = []
                 tokens = 0
-                while self._queue and (not jobs or tokens + self._queue[0].tokens <= self.step_tokens):
+                while self._queue and (not jobs or tokens + self._queue[0].real_tokens <= self.step_tokens):
                     job = self._queue.popleft()
                     # After this call the future can no longer be cancelled.
                     if job.future.set_running_or_notify_cancel():
                         jobs.append(job)
-                        tokens += job.tokens
+                        tokens += job.real_tokens
                 if jobs:
                     return jobs
 
@@ -163,11 +164,12 @@ class BatchScheduler:
         merged = jobs[0].encoded if len(jobs) == 1 else EncodedPairs.concat([job.encoded for job in jobs])
         started = time.perf_counter()
         try:
-            raw = self._reranker.score_encoded(merged, max_batch_tokens=self.max_batch_tokens)
+            raw = self._scorer.score_encoded(merged, max_batch_tokens=self.max_batch_tokens)
         except Exception as exc:
             self._record(jobs, merged, started, ok=False)
             if len(jobs) == 1:
-                logger.warning("scoring a request of %d pairs failed: %s", len(merged), exc)
+                # The caller gets the exception (the server logs it with the request's id).
+                logger.debug("scoring a request of %d pairs failed: %s", len(merged), exc)
                 jobs[0].future.set_exception(exc)
                 return
             logger.warning("a merged batch of %d requests failed (%s); retrying each alone", len(jobs), exc)
@@ -180,16 +182,14 @@ class BatchScheduler:
             end = start + len(job.encoded)
             job.future.set_result(raw[start:end].copy())
             start = end
-        self.requests_scored += len(jobs)
 
     def _record(self, jobs: list[_Job], merged: EncodedPairs, started: float, *, ok: bool) -> None:
-        self.batches += 1
         if self._on_batch is None:
             return
         stats = BatchStats(
             requests=len(jobs),
             pairs=len(merged),
-            tokens=sum(job.tokens for job in jobs),
+            real_tokens=sum(job.real_tokens for job in jobs),
             seconds=time.perf_counter() - started,
             queue_waits=tuple(started - job.enqueued_at for job in jobs),
             ok=ok,

@@ -14,10 +14,12 @@ token at the boundary, so the cut is exact to within one token, which the encode
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._scorer import Scorer
 
 __all__ = ["DocumentTruncator", "InputTooLongError"]
 
@@ -27,17 +29,17 @@ class InputTooLongError(ValueError):
 
 
 class DocumentTruncator:
-    """Token-aware cuts of document texts for one reranker; safe to call from several threads."""
+    """Token-aware cuts of document texts for one scorer; safe to call from several threads."""
 
-    def __init__(self, reranker: Any) -> None:
-        self._reranker = reranker
-        # A private copy: a fast tokenizer must not be used by two threads at once, and the
-        # reranker's copy is guarded by its own lock.
-        self._tokenizer = copy.deepcopy(reranker.tokenizer)
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+        # A private copy (the scorer copies it under its own tokenizer lock): a fast tokenizer
+        # must not be used by two threads at once, so this one is guarded by ``self._lock``.
+        self._tokenizer = scorer.tokenizer_copy()
         self._lock = threading.Lock()
-        filler = "word " * (int(reranker.max_length) + 16)
+        filler = "word " * (scorer.info().max_length + 16)
         # The longest encoding the model produces: any pair that reaches it was truncated.
-        self.window = len(reranker.encode_pairs(["q"], [filler]).input_ids[0])
+        self.window = len(scorer.encode_pairs(["q"], [filler]).input_ids[0])
 
     def _offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         with self._lock:
@@ -46,7 +48,7 @@ class DocumentTruncator:
 
     def room_for_document(self, query: str, instruction: str | None) -> int:
         """Document tokens that fit next to ``query`` in the model's window."""
-        probe = self._reranker.encode_pairs([query], ["x"], instruction=instruction)
+        probe = self._scorer.encode_pairs([query], ["x"], instruction=instruction)
         base = len(probe.input_ids[0]) - 1  # "x" is one token
         return max(self.window - base, 0)
 
