@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mxbai_rerank import ModelLoadError, MxbaiRerankV1, MxbaiRerankV2, load
-from mxbai_rerank._runtime import resolve_dtype
+from mxbai_rerank._engine._loading import resolve_dtype
 
 
 def test_load_picks_the_family_from_the_config(v1_model_dir: Path, v2_model_dir: Path) -> None:
@@ -49,7 +49,7 @@ def test_missing_and_broken_model_directories(tmp_path: Path, v2_model_dir: Path
     not_reranker = tmp_path / "bert"
     not_reranker.mkdir()
     (not_reranker / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
-    with pytest.raises(ModelLoadError, match="not a reranker"):
+    with pytest.raises(ModelLoadError, match="cannot tell which reranker family"):
         load(str(not_reranker))
     no_weights = tmp_path / "no-weights"
     shutil.copytree(v2_model_dir, no_weights)

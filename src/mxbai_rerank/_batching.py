@@ -9,14 +9,23 @@ import torch
 
 
 def plan_batches(
-    lengths: Sequence[int], *, max_tokens: int, max_batch_size: int, max_padding: float = 0.2
+    lengths: Sequence[int],
+    *,
+    max_tokens: int,
+    max_batch_size: int,
+    max_padding: float = 0.2,
+    context_length: int = 0,
 ) -> list[list[int]]:
     """Group indices into batches of similar length, longest first.
 
-    Invariants: every index appears exactly once; within a batch ``len(batch) * max(len)``
-    (the padded size) is at most ``max_tokens``, ``len(batch) <= max_batch_size``, and every
-    sequence is at least ``(1 - max_padding) * max(len)`` long, so at most that share of a
-    batch is padding. A single sequence longer than ``max_tokens`` forms a batch of its own.
+    ``context_length``: tokens every row also attends to without holding them (a cached
+    shared prefix); they count against the budget, since each row's attention spans them.
+
+    Invariants: every index appears exactly once; within a batch the padded size
+    ``len(batch) * (max(len) + context_length)`` is at most ``max_tokens``,
+    ``len(batch) <= max_batch_size``, and every sequence is at least
+    ``(1 - max_padding) * max(len)`` long, so at most that share of a batch is padding. A
+    single sequence longer than ``max_tokens`` forms a batch of its own.
     """
     if max_tokens <= 0 or max_batch_size <= 0:
         raise ValueError("max_tokens and max_batch_size must be positive")
@@ -29,7 +38,7 @@ def plan_batches(
     for i in order:
         fits = (
             len(current) < max_batch_size
-            and (len(current) + 1) * longest <= max_tokens
+            and (len(current) + 1) * (longest + context_length) <= max_tokens
             and lengths[i] >= (1.0 - max_padding) * longest
         )
         if current and not fits:
@@ -45,12 +54,15 @@ def plan_batches(
 
 @dataclass
 class Batch:
-    """A right-padded batch. ``input_ids``: (B, T) int64; ``lengths``: (B,) int64, each >= 1."""
+    """A padded batch. ``input_ids``, ``attention_mask``: (B, T) int64; ``lengths``: (B,) int64,
+    each >= 1. The engine pads on the right; ``padding_side="left"`` is upstream's layout,
+    accepted by the model-level ``forward``."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     lengths: torch.Tensor
     token_type_ids: torch.Tensor | None = None
+    padding_side: str = "right"
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -58,7 +70,20 @@ class Batch:
             self.attention_mask.to(device, non_blocking=True),
             self.lengths.to(device, non_blocking=True),
             None if self.token_type_ids is None else self.token_type_ids.to(device, non_blocking=True),
+            self.padding_side,
         )
+
+    @staticmethod
+    def from_mask(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None = None
+    ) -> Batch:
+        """A batch from tokenizer-style tensors, left- or right-padded (decided from the mask)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        lengths = attention_mask.sum(dim=1)
+        # Left padding: every row's last position is real, and some row's first is not.
+        left = bool(attention_mask[:, -1].all()) and not bool(attention_mask[:, 0].all())
+        return Batch(input_ids, attention_mask, lengths, token_type_ids, "left" if left else "right")
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:

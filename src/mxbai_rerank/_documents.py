@@ -97,6 +97,8 @@ def document_text(doc: Document, rank_fields: list[str] | None, index: int = 0) 
     """The text the model scores for one document."""
     if isinstance(doc, str):
         return doc
+    if not isinstance(doc, Mapping):
+        raise TypeError(f"documents[{index}] must be a str or a dict, got {type(doc).__name__}")
     if rank_fields is None:
         return object_text(doc)
     values = []

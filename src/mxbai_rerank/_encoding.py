@@ -1,18 +1,42 @@
 """Tokenize and truncate (query, document) pairs into model-ready token id lists.
 
-Tokenization is batched (one fast-tokenizer call per distinct text list, never one call
-per pair) and guarded by a lock: a Hugging Face fast tokenizer is not safe to call from
-several threads at once ("Already borrowed").
+* :class:`TokenizerPool` - private copies of the model's tokenizer, one per concurrent
+  caller, so threads encode in parallel (a Hugging Face fast tokenizer must not be used by
+  two threads at once: "Already borrowed"). The public ``reranker.tokenizer`` is never used
+  by the engine, so a caller may use it freely.
+* :class:`PromptTemplate` - a causal-LM reranker's prompt as data (the v2 template lives in
+  :mod:`mxbai_rerank.families.mxbai_v2`).
+* :class:`PromptPairEncoder` - pairs inside a prompt template, truncated exactly as upstream
+  0.1.6 truncates the v2 models; :class:`TokenizerPairEncoder` - the tokenizer's own pair
+  template and truncation (cross-encoders, v1).
+
+Tokenization is batched: one fast-tokenizer call per distinct text list, never one per pair.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ._registry import V2Prompt
+__all__ = [
+    "EncodedPairs",
+    "PairEncoder",
+    "PromptPairEncoder",
+    "PromptTemplate",
+    "TokenizerPairEncoder",
+    "TokenizerPool",
+]
+
+# Text is cut by characters before tokenizing so that a huge document costs no more than
+# the window keeps. The bound: no token spans more characters than the longest vocabulary
+# entry (x2 for normalizers that merge characters), and a cut can only change the token(s)
+# at the cut, so keeping ``(max_tokens + CUT_SLACK_TOKENS) * 2 * longest`` characters leaves
+# the first ``max_tokens`` tokens exactly as the whole text would give them.
+CUT_SLACK_TOKENS = 8
 
 
 @dataclass
@@ -22,25 +46,19 @@ class EncodedPairs:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None = None
     # Pairs with the same group id share a query (and so a long token prefix); ``None``
-    # means one group. Scoring may batch and cache prefixes per group.
+    # means one group. A backend may batch and cache prefixes per group.
     groups: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     @property
-    def num_tokens(self) -> int:
+    def num_real_tokens(self) -> int:
+        """Unpadded tokens of all pairs (a forward pass also spends padded positions)."""
         return sum(len(ids) for ids in self.input_ids)
 
     def group_ids(self) -> list[int]:
         return self.groups if self.groups is not None else [0] * len(self.input_ids)
-
-    def select(self, indices: Sequence[int]) -> EncodedPairs:
-        return EncodedPairs(
-            [self.input_ids[i] for i in indices],
-            None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices],
-            None if self.groups is None else [self.groups[i] for i in indices],
-        )
 
     @staticmethod
     def concat(parts: Sequence[EncodedPairs]) -> EncodedPairs:
@@ -56,28 +74,102 @@ class EncodedPairs:
         return EncodedPairs(ids, types, groups)
 
 
-class LockedTokenizer:
-    """A Hugging Face tokenizer that may be shared between threads."""
+class TokenizerPool:
+    """Private copies of a tokenizer: each borrower gets one no other thread is using.
+
+    Copies are made on demand (one per peak concurrent caller) from a master copy that is
+    never used for encoding, so copying never races with an encode call.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self._lock = threading.Lock()
+        self._master = copy.deepcopy(tokenizer)
+        self._master_lock = threading.Lock()
+        self._free: list[Any] = [copy.deepcopy(tokenizer)]
+        self._free_lock = threading.Lock()
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        self.longest_token_chars = max((len(t) for t in vocab), default=128)
+
+    def copy(self) -> Any:
+        """A new private copy for the caller to keep."""
+        with self._master_lock:
+            return copy.deepcopy(self._master)
+
+    @contextmanager
+    def borrow(self) -> Iterator[Any]:
+        with self._free_lock:
+            tokenizer = self._free.pop() if self._free else None
+        if tokenizer is None:
+            tokenizer = self.copy()
+        try:
+            yield tokenizer
+        finally:
+            with self._free_lock:
+                self._free.append(tokenizer)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
-        with self._lock:
-            return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        with self.borrow() as tok:
+            return tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
     def pairs(self, first: list[str], second: list[str], max_length: int) -> dict[str, list[list[int]]]:
-        with self._lock:
-            return self.tokenizer(
-                first, second, truncation=True, max_length=max_length, return_attention_mask=False
-            ).data
+        with self.borrow() as tok:
+            return tok(first, second, truncation=True, max_length=max_length, return_attention_mask=False).data
+
+    def check_round_trip(self, text: str) -> None:
+        """Raise ``ValueError`` when the tokenizer cannot encode and decode ``text`` (a missing vocabulary)."""
+        with self.borrow() as tok:
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            back = tok.decode(ids) if ids else ""
+        if not ids or " ".join(back.split()) != " ".join(text.split()):
+            raise ValueError(
+                f"the tokenizer does not round-trip a test string ({text!r} -> {len(ids)} tokens -> {back!r}); "
+                "the model folder probably lacks its tokenizer files (tokenizer.json, vocab/merges)"
+            )
 
 
-class V2Encoder:
-    """Builds the v2 prompt exactly as upstream 0.1.6 does, token for token.
+    def cut(self, text: str, max_tokens: int) -> str:
+        """``text`` without the characters that cannot survive truncation to ``max_tokens`` tokens."""
+        limit = (max(max_tokens, 0) + CUT_SLACK_TOKENS) * 2 * self.longest_token_chars
+        return text if len(text) <= limit else text[:limit]
+
+
+class PairEncoder(Protocol):
+    """Turns pairs into token ids; ``max_length`` bounds query + document tokens."""
+
+    max_length: int
+
+    def encode(
+        self, queries: Sequence[str], documents: Sequence[str], instruction: str | None = None
+    ) -> EncodedPairs: ...
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How a (query, document) pair becomes one causal-LM prompt.
+
+    Layout (token level)::
+
+        prefix | [instruction sep] query | sep document | sep task suffix
+
+    and the score is ``logit(positive_token) - logit(negative_token)`` at the last position.
+    """
+
+    prefix: str
+    suffix: str
+    sep: str
+    instruction: str  # with an ``{instruction}`` field
+    query: str  # with a ``{query}`` field
+    document: str  # with a ``{document}`` field
+    task: str
+    positive_token: str
+    negative_token: str
+    # The query part (with its instruction line) may take at most this share of max_length.
+    query_share: tuple[int, int] = (3, 4)
+
+
+class PromptPairEncoder:
+    """Builds a causal-LM reranker prompt exactly as upstream 0.1.6 does, token for token.
 
     Per pair (all lengths in tokens)::
 
@@ -89,12 +181,18 @@ class V2Encoder:
     where ``fixed`` is the length of the prefix, task prompt, suffix and one separator.
     """
 
-    def __init__(self, tokenizer: LockedTokenizer, prompt: V2Prompt, max_length: int, model_max_length: int) -> None:
-        self.tokenizer = tokenizer
-        self.prompt = prompt
-        prefix, sep, task, suffix, positive, negative = tokenizer.ids(
-            [prompt.prefix, prompt.sep, prompt.task, prompt.suffix, prompt.positive_token, prompt.negative_token]
-        )
+    def __init__(self, tokenizers: TokenizerPool, template: PromptTemplate, max_length: int, model_max_length: int):
+        self.tokenizers = tokenizers
+        self.template = template
+        prefix, sep, task, suffix, positive, negative = tokenizers.ids(
+            [template.prefix, template.sep, template.task, template.suffix, template.positive_token,
+             template.negative_token]
+        )  # fmt: skip
+        if len(positive) != 1 or len(negative) != 1 or positive == negative:
+            raise ValueError(
+                f"the tokenizer must encode the answer tokens {template.positive_token!r} and "
+                f"{template.negative_token!r} as two distinct single tokens, got {positive} and {negative}"
+            )
         self.prefix_ids: list[int] = prefix
         self.sep_ids: list[int] = sep
         self.tail_ids: list[int] = sep + task + suffix
@@ -108,19 +206,19 @@ class V2Encoder:
             raise ValueError(f"max_length={max_length} leaves no room for the prompt template")
 
     def query_text(self, query: str, instruction: str | None) -> str:
-        text = self.prompt.query.format(query=query)
+        text = self.template.query.format(query=query)
         if instruction:
-            text = self.prompt.instruction.format(instruction=instruction) + self.prompt.sep + text
+            text = self.template.instruction.format(instruction=instruction) + self.template.sep + text
         return text
 
     def encode(self, queries: Sequence[str], documents: Sequence[str], instruction: str | None = None) -> EncodedPairs:
         distinct = list(dict.fromkeys(queries))
-        query_cap = self.max_length * self.prompt.query_share_num // self.prompt.query_share_den
-        query_ids = {
-            q: ids[:query_cap]
-            for q, ids in zip(distinct, self.tokenizer.ids([self.query_text(q, instruction) for q in distinct]))
-        }
-        doc_ids = self.tokenizer.ids([self.prompt.document.format(document=d) for d in documents])
+        num, den = self.template.query_share
+        query_cap = self.max_length * num // den
+        query_texts = [self.tokenizers.cut(self.query_text(q, instruction), query_cap) for q in distinct]
+        query_ids = {q: ids[:query_cap] for q, ids in zip(distinct, self.tokenizers.ids(query_texts))}
+        doc_texts = [self.tokenizers.cut(self.template.document.format(document=d), self.max_length) for d in documents]
+        doc_ids = self.tokenizers.ids(doc_texts)
         out: list[list[int]] = []
         for query, doc in zip(queries, doc_ids):
             q = query_ids[query]
@@ -131,16 +229,20 @@ class V2Encoder:
         return EncodedPairs(out, groups=[group_of[q] for q in queries])
 
 
-class V1Encoder:
+class TokenizerPairEncoder:
     """The cross-encoder pair encoding: the tokenizer's own template and pair truncation."""
 
-    def __init__(self, tokenizer: LockedTokenizer, max_length: int) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizers: TokenizerPool, max_length: int) -> None:
+        self.tokenizers = tokenizers
         self.max_length = max_length
 
     def encode(self, queries: Sequence[str], documents: Sequence[str], instruction: str | None = None) -> EncodedPairs:
         if instruction:
             raise ValueError("instruction is only supported by the v2 models; v1 cross-encoders score plain pairs")
-        features = self.tokenizer.pairs(list(queries), list(documents), self.max_length)
+        features = self.tokenizers.pairs(
+            [self.tokenizers.cut(q, self.max_length) for q in queries],
+            [self.tokenizers.cut(d, self.max_length) for d in documents],
+            self.max_length,
+        )
         group_of = {q: i for i, q in enumerate(dict.fromkeys(queries))}
         return EncodedPairs(features["input_ids"], features.get("token_type_ids"), [group_of[q] for q in queries])

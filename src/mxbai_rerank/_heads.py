@@ -1,83 +1,125 @@
-"""Backbone -> pooling -> score head, for both model families.
+"""Score heads: ``torch.nn.Module``s mapping a token batch to one raw score per pair.
 
-Each head maps a right-padded :class:`~._batching.Batch` to raw float32 scores of shape (B,).
+A head wraps the loaded transformers model (its modules are shared, not copied) and runs
+backbone -> pooling -> projection in :meth:`ScoreHead.forward`, which works with gradients, so
+training reuses the same head. The engine, not the head, decides on ``torch.inference_mode``.
+
+Heads declare what the engine may do with them: ``reuses_prefix`` says whether a token
+prefix shared by many rows can be encoded once and reused (true for causal attention, where
+a prefix's states do not depend on what follows; false for bidirectional encoders).
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
-from typing import Any, Protocol
+import inspect
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ._batching import Batch
 
-
-class ScoreHead(Protocol):
-    def encode_prefix(self, ids: list[int], device: torch.device) -> Any | None:
-        """State for a token prefix every row of later batches starts with, or ``None``."""
-
-    def __call__(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
-        """(B,) float32 raw scores; with ``prefix``, ``batch`` holds only the tokens after it."""
+__all__ = ["AnswerTokenHead", "ClassifierHead", "ScoreHead", "last_token_pool"]
 
 
-def last_token_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, H) right-padded hidden states -> (B, H) states at each row's last real token."""
+def last_token_pool(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """(B, T, H) hidden states -> (B, H) states at each row's last real token."""
+    if batch.padding_side == "left":
+        return hidden[:, -1]
     rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return hidden[rows, lengths - 1]
+    return hidden[rows, batch.lengths - 1]
 
 
-class CausalLMBinaryHead:
-    """v2: ``logit(positive) - logit(negative)`` at the last position, without the LM head.
+class ScoreHead(nn.Module):
+    """Base class: ``forward(batch, prefix=None) -> (B,)`` float32 raw scores."""
 
-    ``logits[pos] - logits[neg] == h @ (W[pos] - W[neg]) (+ b[pos] - b[neg])``, so one fp32
-    vector replaces the (T x vocab) logits upstream materialises for every position.
+    reuses_prefix: ClassVar[bool] = False
+
+    def encode_prefix(self, ids: list[int]) -> Any:
+        """Reusable state for a token prefix every row of later batches starts with."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reuse a prefix")
+
+    def forward(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _cache_keyword(module: nn.Module) -> str:
+    """``cache`` on transformers versions that renamed ``past_key_values`` (5.2x), else the old name."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class AnswerTokenHead(ScoreHead):
+    """A causal LM answering with one token: ``logit(positive) - logit(negative)`` at the last position.
+
+    ``logits[pos] - logits[neg] == h @ (W[pos] - W[neg]) (+ b[pos] - b[neg])``, so one (H,)
+    direction replaces the (T x vocab) logits a plain forward pass would compute. The direction
+    is recomputed from the LM-head rows in every call (two rows: free), so it follows training
+    of the LM head or of tied embeddings.
     """
 
-    def __init__(self, model: Any, positive_id: int, negative_id: int) -> None:
-        # transformers 5.2x flags ``past_key_values`` as deprecated in favour of ``cache``, yet
-        # silently ignores ``cache=`` on Qwen2Model.forward; the tests pin the working keyword.
-        warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
-        self.backbone = model.get_decoder()
-        lm_head = model.get_output_embeddings()
-        weight = lm_head.weight.detach()
-        self.direction = (weight[positive_id].float() - weight[negative_id].float()).contiguous()  # (H,)
-        bias = getattr(lm_head, "bias", None)
-        self.offset = 0.0 if bias is None else float(bias[positive_id].float() - bias[negative_id].float())
+    reuses_prefix: ClassVar[bool] = True
 
-    def encode_prefix(self, ids: list[int], device: torch.device) -> Any:
-        """The key/value cache of ``ids`` (batch of one), reused by every later batch."""
-        return self.backbone(input_ids=torch.tensor([ids], device=device), use_cache=True).past_key_values
+    def __init__(self, model: nn.Module, positive_id: int, negative_id: int) -> None:
+        super().__init__()
+        self.backbone = model.get_decoder()  # type: ignore[operator]
+        self.lm_head = model.get_output_embeddings()  # type: ignore[operator]
+        self.positive_id = int(positive_id)
+        self.negative_id = int(negative_id)
+        self._cache_kw = _cache_keyword(self.backbone)
 
-    def __call__(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
-        cache = None
+    def direction(self) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """The (H,) float32 score direction and the scalar offset from the LM head's bias."""
+        weight = self.lm_head.weight
+        direction = weight[self.positive_id].float() - weight[self.negative_id].float()
+        bias = getattr(self.lm_head, "bias", None)
+        offset = 0.0 if bias is None else bias[self.positive_id].float() - bias[self.negative_id].float()
+        return direction, offset
+
+    def project(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        """(B, H) last hidden states -> (B,) float32 scores."""
+        direction, offset = self.direction()
+        return last_hidden.float() @ direction + offset
+
+    def encode_prefix(self, ids: list[int]) -> Any:
+        """The key/value cache of ``ids`` (a batch of one), reused by later batches."""
+        device = self.lm_head.weight.device
+        out = self.backbone(input_ids=torch.tensor([ids], device=device), use_cache=True)
+        return out.cache if hasattr(out, "cache") else out.past_key_values
+
+    def forward(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
+        kwargs: dict[str, Any] = {"input_ids": batch.input_ids}
         if prefix is not None:
             # Rows attend to the shared prefix's cached keys and values; positions continue
             # after it. The cache is copied because the forward pass appends to it.
             cache = copy.deepcopy(prefix)
             cache.batch_repeat_interleave(batch.input_ids.shape[0])
-        # Right padding + causal attention: no real token attends to a pad, so no padding
-        # mask is needed (and without a cache SDPA takes its causal fast path).
-        hidden = self.backbone(
-            input_ids=batch.input_ids, past_key_values=cache, use_cache=cache is not None
-        ).last_hidden_state  # (B, T, H)
-        last = last_token_pool(hidden, batch.lengths).float()  # (B, H)
-        return last @ self.direction.to(last.device) + self.offset  # (B,)
+            kwargs.update({self._cache_kw: cache, "use_cache": True})
+        else:
+            kwargs["use_cache"] = False
+        if batch.padding_side == "left":
+            # Left padding (upstream's layout): real tokens must not attend to the pads.
+            kwargs["attention_mask"] = batch.attention_mask
+        # Right padding + causal attention: no real token attends to a pad, so no mask is
+        # needed (and without a cache SDPA takes its causal fast path).
+        hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
+        return self.project(last_token_pool(hidden, batch))  # (B,)
 
 
-class SequenceClassificationHead:
-    """v1: the cross-encoder's single classification logit (sigmoid applied by the caller)."""
+class ClassifierHead(ScoreHead):
+    """A sequence classifier's single logit (a cross-encoder; v1 applies sigmoid afterwards)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
         self.model = model
+        self._token_types = getattr(model.config, "type_vocab_size", 0) > 0
 
-    def encode_prefix(self, ids: list[int], device: torch.device) -> None:
-        return None  # bidirectional attention: a prefix's states depend on what follows
-
-    def __call__(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
+    def forward(self, batch: Batch, prefix: Any | None = None) -> torch.Tensor:
+        if prefix is not None:
+            raise ValueError("a classifier head cannot reuse a prefix (bidirectional attention)")
         kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if batch.token_type_ids is not None and getattr(self.model.config, "type_vocab_size", 0) > 0:
+        if batch.token_type_ids is not None and self._token_types:
             kwargs["token_type_ids"] = batch.token_type_ids
         logits = self.model(**kwargs).logits  # (B, 1)
         return logits[:, 0].float()

@@ -1,32 +1,29 @@
-"""``load()``: pick the right reranker class from a model's config."""
+"""``load()``: the right reranker for a checkpoint, looked up in the family registry."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+from ._engine import split_kwargs
+from ._engine._loading import read_config
 from ._model import TransformerReranker
-from ._registry import DEFAULT_MODEL, family_of_config
-from ._runtime import ModelLoadError, read_config
+from ._registry import DEFAULT_MODEL, RerankerFamily, detect_family
 
 
-def load(model_name_or_path: str = DEFAULT_MODEL, family: str | None = None, **kwargs: Any) -> TransformerReranker:
-    """Load any Mixedbread reranker: a ``*ForSequenceClassification`` model as
-    :class:`MxbaiRerankV1`, a causal LM (Qwen2) as :class:`MxbaiRerankV2`.
+def load(
+    model_name_or_path: str = DEFAULT_MODEL, family: str | RerankerFamily | None = None, **kwargs: Any
+) -> TransformerReranker:
+    """Load a reranker: a known Mixedbread model, a checkpoint whose config names its family, or
+    any checkpoint with ``family=`` given (``"mxbai-v1"``, ``"mxbai-v2"`` or a registered one).
 
-    ``kwargs`` go to the class constructor.
+    Unknown models are refused with a :class:`ModelLoadError` that says how to force a family.
+    ``kwargs`` go to the reranker class (see :class:`~mxbai_rerank.MxbaiRerankV2`).
     """
-    from .mxbai_rerank_v1 import MxbaiRerankV1
-    from .mxbai_rerank_v2 import MxbaiRerankV2
-
-    config_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "trust_remote_code") if k in kwargs}
-    found = family_of_config(read_config(str(model_name_or_path), **config_kwargs))
-    family = {"mxbai-v1": "v1", "mxbai-v2": "v2"}.get(family or "", found)
-    if family == "v1":
-        kwargs.pop("estimated_max", None)
-        return MxbaiRerankV1(model_name_or_path, **kwargs)
-    if family == "v2":
-        return MxbaiRerankV2(model_name_or_path, **kwargs)
-    raise ModelLoadError(
-        f"{model_name_or_path!r} is not a reranker: expected a *ForSequenceClassification (v1) "
-        "or a causal LM such as Qwen2ForCausalLM (v2)"
-    )
+    hub_kwargs, _ = split_kwargs(kwargs)
+    chosen, _spec = detect_family(str(model_name_or_path), read_config(str(model_name_or_path), **hub_kwargs), family)
+    module, name = chosen.reranker_class.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    if cls is TransformerReranker:
+        return cls(model_name_or_path, family=chosen, **kwargs)
+    return cls(model_name_or_path, **kwargs)

@@ -1,13 +1,14 @@
-"""The shared fast path: tokenize and truncate -> token-budget batches -> backbone -> head.
+"""The reranker classes' shared shell: upstream's ``rank``/``predict`` API over the scoring engine.
 
-:class:`TransformerReranker` loads a checkpoint, owns an encoder (``_encoding``) and a score
-head (``_heads``), and implements upstream's ``_compute_scores``/``predict`` contract on top
-of them. The family classes (v1, v2) only say which encoder, head and score transform.
+:class:`TransformerReranker` is a ``torch.nn.Module`` (upstream's ``TorchModule``) holding a
+:class:`~._engine.ScoringEngine` for one family. It implements the :class:`~mxbai_rerank.Scorer`
+protocol the server, Ray and evaluation use, and upstream 0.1.6's ``_compute_scores``/``predict``
+contract. ``MxbaiRerankV1`` and ``MxbaiRerankV2`` fix the family and add the model-level
+surface upstream had (``forward``, ``prepare_inputs``, prompt attributes).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,139 +16,128 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ._batching import collate, common_prefix_length, plan_batches
 from ._documents import Document, check_documents, check_query, documents_to_texts, normalize_rank_fields
-from ._encoding import EncodedPairs, LockedTokenizer
-from ._heads import ScoreHead
-from ._registry import Family, ModelSpec, family_of_config, find_spec
+from ._encoding import EncodedPairs
+from ._engine import ModelLoadError, NonFiniteScoreError, ScoringEngine, split_kwargs
+from ._engine._backends import Backend
+from ._engine._loading import read_config
+from ._registry import FAMILIES, RerankerFamily, detect_family, get_family, natural_family
 from ._scorer import ScorerInfo
-from ._runtime import (
-    ModelLoadError,
-    attention_implementation,
-    quiet_transformers,
-    read_config,
-    resolve_device,
-    resolve_dtype,
-)
 from .base import BaseReranker
 from .utils import TorchModule
 
-logger = logging.getLogger(__name__)
+__all__ = ["NonFiniteScoreError", "RerankerOutput", "TransformerReranker"]
 
-# Padded tokens per forward pass when the caller gives no budget. On CPU larger batches do not
-# run faster and only cost memory; on a GPU they fill the device.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536, "mps": 16384}
-# Most share of a batch that may be padding. A CPU gains almost nothing from larger batches
-# (throughput per token is flat from 512 to 8192 tokens), so it batches only near-equal
-# lengths; a GPU trades some padding for fuller batches.
-DEFAULT_MAX_PADDING = {"cpu": 0.1, "cuda": 0.3, "mps": 0.2}
-# Below this many shared leading tokens a separate prefix pass saves nothing.
-MIN_SHARED_PREFIX = 8
+logger = logging.getLogger(__name__)
 
 
 @dataclass
-class _PrefixGroup:
-    """Pairs scored together after one shared prefix (see ``_prefix_groups``)."""
+class RerankerOutput:
+    """What the model-level ``forward`` returns (upstream 0.1.6's shape).
 
-    prefix: Any | None  # the head's state for the shared prefix, or None
-    members: list[int]  # indices into the EncodedPairs
-    sequences: list[list[int]]  # each member's tokens after the prefix
-    token_type_ids: list[list[int]] | None
+    ``logits``: (B,) raw scores; ``predictions``: (B,) 1 where ``sigmoid(logits) > 0.5``;
+    ``loss``: binary cross-entropy with logits against ``labels``, when labels are given.
+    """
 
-
-class NonFiniteScoreError(FloatingPointError):
-    """The model produced NaN or infinity for some pair (usually a broken or overflowing checkpoint)."""
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
 
 
 class TransformerReranker(BaseReranker, TorchModule):
-    """Common loading and scoring for the Mixedbread rerankers."""
+    """A reranker of any registered family: ``TransformerReranker(path, family="mxbai-v2")``.
 
-    family: ClassVar[Family]
-    _auto_model_class: ClassVar[str]
-    # Whether the architecture has SDPA / Flash Attention kernels in transformers.
-    _supports_sdpa: ClassVar[bool] = True
+    Args:
+        model_name_or_path: Hub name or local directory.
+        family: Registered family name (or object); the subclasses fix it.
+        device: ``"cuda"``, ``"cpu"``, ``"mps"``...; default: the best available.
+        torch_dtype: Overrides the automatic choice (see the README, "dtype").
+        max_length: Most tokens of query plus document; ``None`` or ``0``: the model's window.
+        tokenizer_kwargs: Passed to ``AutoTokenizer.from_pretrained``.
+        disable_transformers_warnings: Set transformers' verbosity to errors only.
+        max_batch_tokens: Padded tokens per forward pass (default 8192 on CPU, 65536 on CUDA).
+        backend: Engine backend name or object (default ``"torch"``).
+        **kwargs: Hub keywords (``revision``, ``token``, ``cache_dir``, ``trust_remote_code``,
+            ``local_files_only``...) go to config, model and tokenizer; the rest to the model's
+            ``from_pretrained``.
+    """
+
+    family_name: ClassVar[str | None] = None
 
     def __init__(
         self,
         model_name_or_path: str,
         *,
+        family: str | RerankerFamily | None = None,
         device: str | torch.device | None = None,
         torch_dtype: str | torch.dtype | None = None,
         max_length: int | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         disable_transformers_warnings: bool = False,
         max_batch_tokens: int | None = None,
+        backend: str | Backend | None = None,
         **kwargs: Any,
     ) -> None:
         TorchModule.__init__(self)
-        import transformers
-        from transformers import AutoTokenizer
-
         if disable_transformers_warnings:
+            import transformers
+
             transformers.utils.logging.set_verbosity_error()
         self.model_name_or_path = str(model_name_or_path)
-        config_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "trust_remote_code") if k in kwargs}
-        self.config = read_config(self.model_name_or_path, **config_kwargs)
-        found = family_of_config(self.config)
-        if found != self.family:
-            hint = {"v1": "MxbaiRerankV1", "v2": "MxbaiRerankV2"}.get(found or "", "")
-            what = f"a {found} reranker: use {hint} or mxbai_rerank.load()" if hint else "not a reranker model"
-            raise ModelLoadError(
-                f"{self.model_name_or_path!r} (architectures={getattr(self.config, 'architectures', None)}) is {what}"
-            )
-        self.spec: ModelSpec | None = find_spec(self.model_name_or_path, self.config)
-        target = resolve_device(device)
-        ckpt_dtype = getattr(self.config, "dtype", None) or getattr(self.config, "torch_dtype", None)
-        dtype = resolve_dtype(torch_dtype, target, ckpt_dtype)
-        auto_cls = getattr(transformers, self._auto_model_class)
-        load_kwargs: dict[str, Any] = {"dtype": dtype}
-        if self._supports_sdpa:
-            load_kwargs["attn_implementation"] = attention_implementation(target, dtype)
-        load_kwargs.update(kwargs)
-        with quiet_transformers(enabled=True):
-            try:
-                self.model = auto_cls.from_pretrained(self.model_name_or_path, **load_kwargs)
-                tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path, **(tokenizer_kwargs or {}))
-            except OSError as exc:
-                raise ModelLoadError(f"cannot load {self.model_name_or_path!r}: {exc}") from exc
-        self.model.to(target).eval()
-        self.tokenizer = tokenizer
-        self._tokenizer = LockedTokenizer(tokenizer)
-        self._dummy = torch.empty(0, device=target, dtype=dtype)
-        self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(target.type, 8192)
-        self.max_padding = DEFAULT_MAX_PADDING.get(target.type, 0.2)
-        self.pad_token_id = self._pad_id()
-        self._setup(max_length)
-        logger.info(
-            "loaded %s (%s) on %s in %s with %s attention",
+        hub_kwargs, _ = split_kwargs(kwargs)
+        config = read_config(self.model_name_or_path, **hub_kwargs)
+        if family is None and self.family_name is not None:
+            # The class is the caller's choice of family: say so when the checkpoint is another.
+            self._check_natural_family(config, get_family(self.family_name))
+        chosen, spec = detect_family(self.model_name_or_path, config, family or self.family_name)
+        self._family = chosen
+        self.engine = ScoringEngine(
             self.model_name_or_path,
-            self.family,
-            target,
-            dtype,
-            load_kwargs.get("attn_implementation", "default"),
+            chosen,
+            config=config,
+            spec=spec,
+            device=device,
+            torch_dtype=torch_dtype,
+            max_length=max_length,
+            tokenizer_kwargs=tokenizer_kwargs,
+            template_overrides=self._template_overrides(),
+            backend=backend,
+            max_batch_tokens=max_batch_tokens,
+            **kwargs,
         )
+        # Registered as submodules, so ``.to()``, ``.parameters()`` and ``state_dict()`` see them.
+        self.model = self.engine.model
+        self.head = self.engine.head
+        self.tokenizer = self.engine.tokenizer  # the caller's to use; the engine uses private copies
+        self.cfg = self.engine.config
+        self.max_length = self.engine.max_length
+        self._dummy = torch.empty(0, device=self.engine.device, dtype=self.engine.dtype)
 
-    # -- family hooks -------------------------------------------------------------------
-    def _setup(self, max_length: int | None) -> None:
-        """Build ``self._encoder`` and ``self._head``."""
-        raise NotImplementedError
+    def _check_natural_family(self, config: Any, forced: RerankerFamily) -> None:
+        """A clear error when the class does not match the family the checkpoint declares."""
+        natural = natural_family(self.model_name_or_path, config)
+        if natural is not None and natural != forced.name and natural in FAMILIES:
+            cls = FAMILIES[natural].reranker_class.rsplit(":", 1)[1]
+            raise ModelLoadError(
+                f"{self.model_name_or_path!r} is a {natural} reranker, not {forced.name}: "
+                f"use {cls} or mxbai_rerank.load()"
+            )
 
-    def _transform(self, raw: np.ndarray, *, normalize: bool) -> np.ndarray:
-        """Head outputs -> the scores ``rank`` reports."""
-        raise NotImplementedError
+    def _template_overrides(self) -> dict[str, Any]:
+        """Prompt fields a subclass set on the class (v2: ``task_prompt``...); none by default."""
+        return {}
 
-    _encoder: Any
-    _head: ScoreHead
+    # -- the Scorer protocol --------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """The registered family name, e.g. ``"mxbai-v2"``."""
+        return self._family.name
 
-    def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id
-        return int(pad) if pad is not None else 0
+    @property
+    def max_batch_tokens(self) -> int:
+        return self.engine.max_batch_tokens
 
-    # -- the fast path ------------------------------------------------------------------
     def encode_pairs(
         self,
         queries: Sequence[str],
@@ -164,9 +154,8 @@ class TransformerReranker(BaseReranker, TorchModule):
         if instruction is not None:
             check_query(instruction, "instruction")
         texts = documents_to_texts(check_documents(documents), normalize_rank_fields(rank_fields))
-        return self._encoder.encode(list(queries), texts, instruction)
+        return self.engine.encode(list(queries), texts, instruction)
 
-    @torch.inference_mode()
     def score_encoded(
         self,
         encoded: EncodedPairs,
@@ -176,55 +165,29 @@ class TransformerReranker(BaseReranker, TorchModule):
         show_progress: bool = False,
     ) -> np.ndarray:
         """Raw head outputs (float32, input order) for already encoded pairs."""
-        if len(encoded) == 0:
-            return np.zeros(0, dtype=np.float32)
-        budget = max_batch_tokens or self.max_batch_tokens
-        plans = [
-            (group, rows)
-            for group in self._prefix_groups(encoded)
-            for rows in plan_batches(
-                [len(seq) for seq in group.sequences],
-                max_tokens=budget,
-                max_batch_size=batch_size or len(encoded),
-                max_padding=self.max_padding,
-            )
-        ]
-        scores = np.empty(len(encoded), dtype=np.float32)
-        for group, rows in tqdm(plans, desc="Ranking", unit="batch", disable=not show_progress):
-            types = None if group.token_type_ids is None else [group.token_type_ids[r] for r in rows]
-            batch = collate([group.sequences[r] for r in rows], self.pad_token_id, types)
-            scores[[group.members[r] for r in rows]] = self._head(batch.to(self.device), group.prefix).cpu().numpy()
-        bad = np.flatnonzero(~np.isfinite(scores))
-        if bad.size:
-            raise NonFiniteScoreError(
-                f"the model returned a non-finite score for {bad.size} pair(s), first at index {int(bad[0])}; "
-                f"the checkpoint may be broken or overflow in {self.dtype} (try torch_dtype='float32')"
-            )
-        return scores
+        return self.engine.score(
+            encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
+        )
 
-    def _prefix_groups(self, encoded: EncodedPairs) -> list[_PrefixGroup]:
-        """Split pairs into groups batched separately, each with its shared prefix encoded once.
+    def postprocess(self, raw: np.ndarray, *, normalize: bool = False) -> np.ndarray:
+        return self._family.postprocess(raw, normalize=normalize, estimated_max=self._estimated_max())
 
-        Every v2 prompt starts with the same chat prefix, and pairs of one query with the same
-        query too. On CPU, where larger batches gain nothing, pairs are grouped by query so the
-        query joins the cached prefix; elsewhere all pairs form one group so batches stay full.
-        """
-        by_query = self.device.type == "cpu"
-        members_of: dict[int, list[int]] = {}
-        for i, group in enumerate(encoded.group_ids() if by_query else [0] * len(encoded)):
-            members_of.setdefault(group, []).append(i)
-        groups = []
-        for members in members_of.values():
-            sequences = [encoded.input_ids[i] for i in members]
-            shared = common_prefix_length(sequences) if len(members) > 1 else 0
-            prefix = (
-                self._head.encode_prefix(sequences[0][:shared], self.device) if shared >= MIN_SHARED_PREFIX else None
-            )
-            if prefix is None:
-                shared = 0
-            types = None if encoded.token_type_ids is None else [encoded.token_type_ids[i][shared:] for i in members]
-            groups.append(_PrefixGroup(prefix, members, [seq[shared:] for seq in sequences], types))
-        return groups
+    def _estimated_max(self) -> float | None:
+        return None
+
+    def info(self) -> ScorerInfo:
+        return ScorerInfo(
+            model_id=self.model_name_or_path,
+            family=self._family.name,
+            device=str(self.engine.device),
+            dtype=str(self.engine.dtype).removeprefix("torch."),
+            max_length=self.engine.max_length,
+            max_batch_tokens=self.engine.max_batch_tokens,
+            backend=self.engine.backend.name,
+        )
+
+    def tokenizer_copy(self) -> Any:
+        return self.engine.tokenizers.copy()
 
     def score_pairs(
         self,
@@ -243,34 +206,33 @@ class TransformerReranker(BaseReranker, TorchModule):
         raw = self.score_encoded(
             encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
         )
-        return self._transform(raw, normalize=normalize)
+        return self.postprocess(raw, normalize=normalize)
 
-    # -- upstream contract --------------------------------------------------------------
+    # -- upstream contract ------------------------------------------------------------------
     def _compute_scores(
         self,
         *,
         queries: list[str],
         documents: list[str],
-        batch_size: int,
+        batch_size: int | None,
         show_progress: bool,
         instruction: str | None = None,
         normalize: bool = False,
         max_batch_tokens: int | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
+        """Scores of text pairs (``_rank`` has validated the documents and made their texts)."""
         if kwargs:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
-        if batch_size is not None and batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        return self.score_pairs(
-            queries,
-            documents,
-            instruction=instruction,
-            normalize=normalize,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-            show_progress=show_progress,
+        if not all(isinstance(d, str) for d in documents):
+            raise TypeError("_compute_scores takes document texts; use rank() or score_pairs() for JSON objects")
+        if instruction is not None:
+            check_query(instruction, "instruction")
+        encoded = self.engine.encode(list(queries), list(documents), instruction)
+        raw = self.score_encoded(
+            encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
         )
+        return self.postprocess(raw, normalize=normalize)
 
     def predict(self, queries: list[str], documents: list[str], **kwargs: Any) -> torch.Tensor:
         """Scores for the pairs as a float32 tensor (upstream's ``predict``)."""
@@ -281,24 +243,30 @@ class TransformerReranker(BaseReranker, TorchModule):
             )
         )
 
-    # -- the Scorer protocol (see _scorer.py) ----------------------------------------------
-    def postprocess(self, raw: np.ndarray, *, normalize: bool = False) -> np.ndarray:
-        return self._transform(np.asarray(raw, dtype=np.float32), normalize=normalize)
+    # -- upstream's model-level surface ---------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> RerankerOutput:
+        """Raw scores of a tokenized batch (left or right padded), with gradients unless disabled.
 
-    def info(self) -> ScorerInfo:
-        return ScorerInfo(
-            model_id=self.model_name_or_path,
-            family=f"mxbai-{self.family}",
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-            max_length=int(self.max_length),
-            max_batch_tokens=int(self.max_batch_tokens),
-            backend="torch",
-        )
+        ``labels`` (0/1 or soft targets in [0, 1]) add a binary cross-entropy ``loss`` on the
+        raw scores (upstream referenced a loss it never defined).
+        """
+        from ._batching import Batch
 
-    def tokenizer_copy(self) -> Any:
-        with self._tokenizer._lock:
-            return copy.deepcopy(self._tokenizer.tokenizer)
+        batch = Batch.from_mask(input_ids, attention_mask, token_type_ids)
+        logits = self.head(batch.to(self.engine.device))
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.view(-1), labels.to(logits.device).float().view(-1)
+            )
+        predictions = (torch.sigmoid(logits) > 0.5).long()
+        return RerankerOutput(loss=loss, logits=logits, predictions=predictions)
 
     def extra_repr(self) -> str:
-        return f"model_name_or_path={self.model_name_or_path!r}, device={self.device}, dtype={self.dtype}"
+        return f"model_name_or_path={self.model_name_or_path!r}, family={self.family}, device={self.device}"

@@ -1,122 +1,154 @@
-"""Model facts in one place: prompt templates, score tokens, normalisation constants, shapes.
+"""The registry: every model fact in one place.
 
-Everything model-specific that upstream scattered over class attributes and dict literals
-lives here as data. Code elsewhere asks :func:`find_spec` and never hard-codes a model fact.
+* :data:`FAMILIES` - the reranker families by name (what a family is: ``families/_base.py``).
+  Adding a family is one module under ``families/`` plus one entry here (or a call to
+  :func:`register_family` from your own code).
+* :data:`MODELS` - the published Mixedbread rerankers, each with its family and constants.
+* :func:`detect_family` - which family scores a checkpoint. Detection is strict: the caller's
+  ``family=``, else an explicit marker in the checkpoint's config
+  (``"mxbai_rerank": {"family": "mxbai-v2"}``), else a known model recognised by its hub name
+  or by a folder name that carries it. Nothing is guessed from the architecture alone: a
+  Llama or Qwen3 causal LM is not an mxbai-v2 reranker just because it is a causal LM.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Family = Literal["v1", "v2"]
+from .families import mxbai_v1, mxbai_v2
+from .families._base import RerankerFamily
 
+__all__ = [
+    "DEFAULT_MODEL",
+    "FAMILIES",
+    "MODELS",
+    "ModelSpec",
+    "RerankerFamily",
+    "available_families",
+    "detect_family",
+    "find_spec",
+    "get_family",
+    "register_family",
+]
 
-@dataclass(frozen=True)
-class V2Prompt:
-    """How a (query, document) pair becomes one causal-LM prompt for the v2 models.
+FAMILIES: dict[str, RerankerFamily] = {
+    mxbai_v1.FAMILY.name: mxbai_v1.FAMILY,
+    mxbai_v2.FAMILY.name: mxbai_v2.FAMILY,
+}
 
-    Layout (token level)::
-
-        prefix | [instruction sep] query | sep document | sep task suffix
-
-    and the score is ``logit(positive_token) - logit(negative_token)`` at the last position.
-    """
-
-    prefix: str = (
-        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n"
-    )
-    suffix: str = "<|im_end|>\n<|im_start|>assistant\n"
-    sep: str = "\n"
-    instruction: str = "instruction: {instruction}"
-    query: str = "query: {query}"
-    document: str = "document: {document}"
-    task: str = (
-        "You are a search relevance expert who evaluates how well documents match search queries. "
-        "For each query-document pair, carefully analyze the semantic relationship between them, "
-        "then provide your binary relevance judgment (0 for not relevant, 1 for relevant).\nRelevance:"
-    )
-    positive_token: str = "1"
-    negative_token: str = "0"
-    # The query part (with its instruction line) may take at most this share of max_length.
-    query_share_num: int = 3
-    query_share_den: int = 4
+# The key of the explicit marker in a checkpoint's config.json.
+CONFIG_MARKER = "mxbai_rerank"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A published Mixedbread reranker."""
+    """A published reranker and its constants."""
 
-    name: str
-    family: Family
-    params: str
-    hidden_size: int
-    num_hidden_layers: int
-    # v2 only: centre of the raw-score range, used by ``normalize=True``.
+    name: str  # hub id
+    family: str  # a key of FAMILIES
+    params: str  # parameter count, for people
+    # Centre of the raw-score range, used by ``normalize=True`` (v2 only).
     estimated_max: float | None = None
-    max_length: int | None = None
 
 
-V2_PROMPT = V2Prompt()
-# Upstream's value for any v2 model it does not know (including every local path).
-FALLBACK_ESTIMATED_MAX = 12.0
-DEFAULT_V2_MAX_LENGTH = 8192
 DEFAULT_MODEL = "mixedbread-ai/mxbai-rerank-base-v2"
 
 MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("mixedbread-ai/mxbai-rerank-base-v2", "v2", "0.5B", 896, 24, estimated_max=9.0, max_length=8192),
-    ModelSpec("mixedbread-ai/mxbai-rerank-large-v2", "v2", "1.5B", 1536, 28, estimated_max=12.0, max_length=8192),
-    ModelSpec("mixedbread-ai/mxbai-rerank-xsmall-v1", "v1", "70M", 384, 12, max_length=512),
-    ModelSpec("mixedbread-ai/mxbai-rerank-base-v1", "v1", "184M", 768, 12, max_length=512),
-    ModelSpec("mixedbread-ai/mxbai-rerank-large-v1", "v1", "435M", 1024, 24, max_length=512),
+    ModelSpec("mixedbread-ai/mxbai-rerank-base-v2", "mxbai-v2", "0.5B", estimated_max=9.0),
+    ModelSpec("mixedbread-ai/mxbai-rerank-large-v2", "mxbai-v2", "1.5B", estimated_max=12.0),
+    ModelSpec("mixedbread-ai/mxbai-rerank-xsmall-v1", "mxbai-v1", "70M"),
+    ModelSpec("mixedbread-ai/mxbai-rerank-base-v1", "mxbai-v1", "184M"),
+    ModelSpec("mixedbread-ai/mxbai-rerank-large-v1", "mxbai-v1", "435M"),
 )
 
 _BY_NAME = {spec.name: spec for spec in MODELS}
 _BY_SHORT_NAME = {spec.name.split("/", 1)[1]: spec for spec in MODELS}
 
 
-def _short_name_in(name_or_path: str) -> ModelSpec | None:
-    """A spec whose short name appears as a path component (local copies, hub cache dirs)."""
+def register_family(family: RerankerFamily) -> None:
+    """Make ``family`` available to ``load(..., family=family.name)`` and config markers."""
+    if not isinstance(family, RerankerFamily):
+        raise TypeError(f"expected a RerankerFamily, got {type(family).__name__}")
+    FAMILIES[family.name] = family
+
+
+def available_families() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def get_family(family: str | RerankerFamily) -> RerankerFamily:
+    if isinstance(family, RerankerFamily):
+        return family
+    if family not in FAMILIES:
+        raise ValueError(f"unknown reranker family {family!r}; known: {', '.join(available_families())}")
+    return FAMILIES[family]
+
+
+def find_spec(name_or_path: str) -> ModelSpec | None:
+    """The published model behind a hub name, a local copy or a hub-cache folder named after it."""
+    spec = _BY_NAME.get(name_or_path)
+    if spec is not None:
+        return spec
     # Hub cache folders look like ``models--mixedbread-ai--mxbai-rerank-base-v2/snapshots/<sha>``.
-    parts = re.split(r"[\\/]|--", name_or_path)
-    for part in reversed(parts):
+    for part in reversed(re.split(r"[\\/]|--", str(name_or_path))):
         if part in _BY_SHORT_NAME:
             return _BY_SHORT_NAME[part]
     return None
 
 
-def find_spec(name_or_path: str, config: Any | None = None) -> ModelSpec | None:
-    """The known model behind ``name_or_path``, by hub name, path or config fingerprint.
+def config_marker(config: Any) -> dict[str, Any]:
+    """The ``mxbai_rerank`` marker of a config (``{}`` when absent)."""
+    marker = getattr(config, CONFIG_MARKER, None)
+    return dict(marker) if isinstance(marker, dict) else {}
 
-    A config fingerprint (family, hidden size, layer count) identifies a local copy of a
-    published model even when its folder was renamed.
+
+def detect_family(
+    name_or_path: str, config: Any, family: str | RerankerFamily | None = None
+) -> tuple[RerankerFamily, ModelSpec | None]:
+    """The family that scores this checkpoint (strict; see the module docstring) and its spec, if known.
+
+    Raises ``ModelLoadError`` for a model no rule identifies, and for a config the chosen
+    family cannot score (e.g. a 2-label classifier, or a causal LM asked to be a v1 model).
     """
-    spec = _BY_NAME.get(name_or_path) or _short_name_in(str(name_or_path))
-    if spec is not None or config is None:
-        return spec
-    family = family_of_config(config)
-    for candidate in MODELS:
-        if (
-            candidate.family == family
-            and getattr(config, "hidden_size", None) == candidate.hidden_size
-            and getattr(config, "num_hidden_layers", None) == candidate.num_hidden_layers
-        ):
-            return candidate
-    return None
+    from ._engine import ModelLoadError
+
+    spec = find_spec(name_or_path)
+    if family is not None:
+        chosen = get_family(family)
+    elif "family" in config_marker(config):
+        name = config_marker(config)["family"]
+        if name not in FAMILIES:
+            raise ModelLoadError(
+                f"{name_or_path!r} declares the reranker family {name!r} in its config, which this version "
+                f"does not know (known: {', '.join(available_families())})"
+            )
+        chosen = FAMILIES[name]
+    elif spec is not None:
+        chosen = FAMILIES[spec.family]
+    else:
+        architectures = list(getattr(config, "architectures", None) or [])
+        raise ModelLoadError(
+            f"cannot tell which reranker family {name_or_path!r} (architectures={architectures}) belongs to: "
+            f"it is not a known Mixedbread model and its config has no {CONFIG_MARKER!r} marker. If it is one "
+            "(for example a renamed local copy), force the family: load(path, family='mxbai-v2') or "
+            "MxbaiRerankV2(path) (family='mxbai-v1' / MxbaiRerankV1 for a v1 cross-encoder; --family on the "
+            f"command line). Known families: {', '.join(available_families())}"
+        )
+    chosen.check_config(config)
+    return chosen, spec if spec is not None and spec.family == chosen.name else None
 
 
-def family_of_config(config: Any) -> Family | None:
-    """``v1`` for a sequence classifier, ``v2`` for a causal LM, ``None`` for anything else."""
-    architectures = list(getattr(config, "architectures", None) or [])
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        return "v1"
-    if any(a.endswith("ForCausalLM") for a in architectures):
-        return "v2"
-    model_type = getattr(config, "model_type", "")
-    if model_type in {"qwen2", "qwen3"}:
-        return "v2"
-    if model_type in {"deberta-v2", "deberta"} and getattr(config, "num_labels", 0) == 1:
-        return "v1"
-    return None
+def natural_family(name_or_path: str, config: Any) -> str | None:
+    """The family a checkpoint identifies itself as (marker or known name), without raising."""
+    marker = config_marker(config).get("family")
+    if isinstance(marker, str):
+        return marker
+    spec = find_spec(name_or_path)
+    return spec.family if spec is not None else None
+
+
+def family_of_config(config: Any) -> str | None:  # TODO(lead): remove once cli/_batch.py stops using it
+    name = natural_family("", config)
+    return {"mxbai-v1": "v1", "mxbai-v2": "v2"}.get(name or "")

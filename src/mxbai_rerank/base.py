@@ -91,7 +91,8 @@ class BaseReranker:
         top_k_numpy(np.zeros(1), top_k)
         if not documents:
             return []
-        texts = documents_to_texts(check_documents(documents), normalize_rank_fields(kwargs.pop("rank_fields", None)))
+        # ``rank`` validated the documents; here they only become the texts the model scores.
+        texts = documents_to_texts(documents, normalize_rank_fields(kwargs.pop("rank_fields", None)))
         scores = np.asarray(
             self._compute_scores(
                 queries=queries, documents=texts, batch_size=batch_size, show_progress=show_progress, **kwargs

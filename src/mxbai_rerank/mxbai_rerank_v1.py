@@ -1,15 +1,14 @@
-"""v1 rerankers (DeBERTa-v3 cross-encoders): ``mixedbread-ai/mxbai-rerank-{xsmall,base,large}-v1``."""
+"""v1 rerankers (DeBERTa-v3 cross-encoders): ``mixedbread-ai/mxbai-rerank-{xsmall,base,large}-v1``.
+
+A thin shell over the scoring engine and the ``mxbai-v1`` family.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
-import torch
-
-from ._encoding import V1Encoder
-from ._heads import SequenceClassificationHead
 from ._model import TransformerReranker
+from .families.mxbai_v1 import FAMILY
 
 __all__ = ["MxbaiRerankV1"]
 
@@ -18,27 +17,29 @@ class MxbaiRerankV1(TransformerReranker):
     """A v1 cross-encoder: score = ``sigmoid(logit)``, already in (0, 1).
 
     Takes the same arguments as :class:`~mxbai_rerank.MxbaiRerankV2` except
-    ``estimated_max``; ``max_length`` defaults to the tokenizer's limit (512). ``normalize``
-    is accepted by ``rank`` and changes nothing; ``instruction`` is refused.
+    ``estimated_max`` (accepted and ignored, so ``load()`` callers may pass it);
+    ``max_length`` defaults to the tokenizer's limit (512). ``normalize`` is accepted by
+    ``rank`` and changes nothing; ``instruction`` is refused.
     """
 
-    family = "v1"
-    _auto_model_class = "AutoModelForSequenceClassification"
-    _supports_sdpa = False  # DeBERTa-v2 has only its eager attention
+    family_name: ClassVar[str | None] = FAMILY.name
 
     def __init__(self, model_name_or_path: str, *, max_length: int | None = None, **kwargs: Any) -> None:
+        kwargs.pop("estimated_max", None)
+        if kwargs.pop("family", FAMILY.name) not in (FAMILY.name, FAMILY):
+            raise ValueError(f"MxbaiRerankV1 is the {FAMILY.name} family; use mxbai_rerank.load(..., family=...)")
         super().__init__(model_name_or_path, max_length=max_length, **kwargs)
 
-    def _setup(self, max_length: int | None) -> None:
-        limit = self.tokenizer.model_max_length
-        if not isinstance(limit, int) or limit > 1_000_000:  # "unset" tokenizers report 1e30
-            limit = int(getattr(self.config, "max_position_embeddings", 512))
-        self.max_length = max_length or limit
-        self._encoder = V1Encoder(self._tokenizer, self.max_length)
-        self._head = SequenceClassificationHead(self.model)
+    def prepare_inputs(self, queries: list[str], documents: list[str]) -> Any:
+        """Tokenized, right-padded pairs (``input_ids``, ``attention_mask``[, ``token_type_ids``])."""
+        import torch
+        from transformers import BatchEncoding
 
-    def _transform(self, raw: np.ndarray, *, normalize: bool) -> np.ndarray:
-        return (1.0 / (1.0 + np.exp(-raw.astype(np.float64)))).astype(np.float32)
+        from ._batching import collate
 
-    def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)
+        encoded = self.encode_pairs(queries, documents)
+        batch = collate(encoded.input_ids, self.engine.pad_token_id, encoded.token_type_ids)
+        data: dict[str, torch.Tensor] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if batch.token_type_ids is not None:
+            data["token_type_ids"] = batch.token_type_ids
+        return BatchEncoding(data)

@@ -7,17 +7,23 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TorchModule", "auto_device", "ensure_multiple_of_8", "sigmoid_normalize", "top_k_numpy"]
+__all__ = ["TorchModule", "auto_device", "ensure_multiple_of_8", "sigmoid", "sigmoid_normalize", "top_k_numpy"]
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def sigmoid(x: Any) -> np.ndarray:
+    """The logistic function of an array, computed in float64 without overflow, as float32."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + e^-x), stable for any sign
+    return out.astype(np.float32)
+
+
 def sigmoid_normalize(x: Any, estimated_max: float = 9.0) -> Any:
     """``sigmoid(x - estimated_max / 2)``: maps raw v2 scores into (0, 1), centred at half the max."""
-    shifted = x - estimated_max / 2
-    if isinstance(shifted, torch.Tensor):
-        return torch.sigmoid(shifted)
-    return 1.0 / (1.0 + np.exp(-np.asarray(shifted, dtype=np.float64)))
+    if isinstance(x, torch.Tensor):
+        return torch.sigmoid(x - estimated_max / 2)
+    return sigmoid(np.asarray(x, dtype=np.float64) - estimated_max / 2)
 
 
 def top_k_numpy(scores: np.ndarray, k: int, *, sort: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +70,15 @@ class TorchModule(torch.nn.Module):
     def to(  # type: ignore[override]
         self, device: str | torch.device | int | None = None, dtype: torch.dtype | None = None, **kwargs: Any
     ) -> TorchModule:
-        # Upstream behaviour: half precision is never moved onto the CPU implicitly.
-        if device is not None and torch.device(device).type == "cpu" and (dtype or self.dtype) in _HALF_DTYPES:
+        # Upstream: half precision moving onto the CPU becomes float32. A model already on the
+        # CPU keeps its dtype (the default CPU dtype is bf16 where the processor has native bf16).
+        if (
+            device is not None
+            and torch.device(device).type == "cpu"
+            and self.device.type != "cpu"
+            and dtype is None
+            and self.dtype in _HALF_DTYPES
+        ):
             dtype = torch.float32
         return super().to(device=device, dtype=dtype, **kwargs)
 

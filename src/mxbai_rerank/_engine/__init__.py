@@ -1,0 +1,192 @@
+"""The scoring engine: one family-agnostic pipeline from a checkpoint to raw scores.
+
+    load:   config -> family (strict) -> device, dtype, backend kwargs -> model, tokenizer
+            -> tokenizer pool (checked) -> encoder and head from the family
+    score:  encode (any thread) -> backend.run (batches -> head; serialised) -> finite check
+
+The engine knows no family: what differs between v1 and v2 comes from the
+:class:`~mxbai_rerank.families.RerankerFamily` and the head it builds. How the model is loaded
+and run can be changed through a :class:`~._backends.Backend`.
+
+Concurrency: ``encode`` runs in parallel on any number of threads (each borrows its own
+tokenizer copy); ``score`` holds one lock around the forward passes, so concurrent callers
+take turns and together never hold more than one token budget of activations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._encoding import EncodedPairs, PairEncoder, TokenizerPool
+from .._heads import ScoreHead
+from .._registry import ModelSpec
+from ..families import RerankerFamily
+from ._backends import Backend, get_backend
+from ._loading import ModelLoadError, quiet_transformers, read_config, resolve_device, resolve_dtype
+
+__all__ = ["HUB_KWARGS", "ModelLoadError", "NonFiniteScoreError", "ScoringEngine"]
+
+logger = logging.getLogger(__name__)
+
+# Keywords that say where a checkpoint comes from: they go to the config, the model and the
+# tokenizer alike.
+HUB_KWARGS = ("revision", "token", "cache_dir", "trust_remote_code", "local_files_only", "subfolder", "proxies")
+
+# Padded tokens per forward pass when the caller gives no budget. On CPU larger batches do not
+# run faster and only cost memory; on a GPU they fill the device.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536, "mps": 16384}
+# Most share of a batch that may be padding. A CPU gains almost nothing from larger batches
+# (throughput per token is flat from 512 to 8192 tokens), so it batches only near-equal
+# lengths; a GPU trades some padding for fuller batches.
+DEFAULT_MAX_PADDING = {"cpu": 0.1, "cuda": 0.3, "mps": 0.2}
+# A test string every tokenizer must encode and decode back (a folder without tokenizer
+# files yields an empty vocabulary that encodes nothing).
+_ROUND_TRIP = "query: Who wrote 'To Kill a Mockingbird'? document: Harper Lee, 1960."
+
+
+class NonFiniteScoreError(FloatingPointError):
+    """The model produced NaN or infinity for some pair (usually a broken or overflowing checkpoint)."""
+
+
+def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``kwargs`` -> (hub keywords for config, model and tokenizer; the rest, for the model only)."""
+    hub = {k: v for k, v in kwargs.items() if k in HUB_KWARGS}
+    return hub, {k: v for k, v in kwargs.items() if k not in HUB_KWARGS}
+
+
+class ScoringEngine:
+    """A loaded model with its family's encoder and head (see the module docstring).
+
+    Attributes: ``config``, ``model`` (the transformers model), ``tokenizer`` (the public
+    tokenizer, never used by the engine), ``tokenizers`` (the engine's private pool),
+    ``encoder``, ``head``, ``backend``, ``family``, ``spec`` (the known model, if any),
+    ``max_batch_tokens``, ``max_padding``, ``pad_token_id``.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        family: RerankerFamily,
+        *,
+        config: Any | None = None,
+        spec: ModelSpec | None = None,
+        device: str | torch.device | None = None,
+        torch_dtype: str | torch.dtype | None = None,
+        max_length: int | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        template_overrides: dict[str, Any] | None = None,
+        backend: str | Backend | None = None,
+        max_batch_tokens: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        import transformers
+        from transformers import AutoTokenizer
+
+        if max_length is not None and (isinstance(max_length, bool) or max_length < 0):
+            raise ValueError(f"max_length must be a positive number of tokens (or None), got {max_length!r}")
+        if max_batch_tokens is not None and max_batch_tokens <= 0:
+            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens!r}")
+        hub_kwargs, model_kwargs = split_kwargs(kwargs)
+        self.model_id = str(model_id)
+        self.family = family
+        self.spec = spec
+        self.config = config if config is not None else read_config(self.model_id, **hub_kwargs)
+        family.check_config(self.config)
+        target = resolve_device(device)
+        ckpt_dtype = getattr(self.config, "dtype", None) or getattr(self.config, "torch_dtype", None)
+        dtype = resolve_dtype(torch_dtype, target, ckpt_dtype)
+        self.backend = get_backend(backend, target)
+        load_kwargs: dict[str, Any] = {"dtype": dtype, **self.backend.model_kwargs(target, dtype, family)}
+        load_kwargs.update(hub_kwargs)
+        load_kwargs.update(model_kwargs)
+        auto_cls = getattr(transformers, family.auto_model_class)
+        with quiet_transformers(enabled=True):
+            try:
+                model = auto_cls.from_pretrained(self.model_id, **load_kwargs)
+                tokenizer = AutoTokenizer.from_pretrained(self.model_id, **hub_kwargs, **(tokenizer_kwargs or {}))
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load {self.model_id!r}: {' '.join(str(exc).split())}") from exc
+        self.model: torch.nn.Module = model.to(target).eval()
+        self.tokenizer = tokenizer
+        self.tokenizers = TokenizerPool(tokenizer)
+        try:
+            self.tokenizers.check_round_trip(_ROUND_TRIP)
+            self.encoder: PairEncoder = family.build_encoder(
+                self.tokenizers, self.config, max_length, dict(template_overrides or {})
+            )
+        except ValueError as exc:
+            raise ModelLoadError(f"cannot use the tokenizer of {self.model_id!r}: {exc}") from exc
+        self.head: ScoreHead = family.build_head(self.model, self.encoder)
+        self.max_batch_tokens = int(max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(target.type, 8192))
+        self.max_padding = DEFAULT_MAX_PADDING.get(target.type, 0.2)
+        self.pad_token_id = _pad_id(tokenizer)
+        self._forward_lock = threading.Lock()
+        self.backend.prepare(self)
+        logger.info(
+            "loaded %s (%s) on %s in %s with the %s backend (%s attention)",
+            self.model_id,
+            family.name,
+            target,
+            dtype,
+            self.backend.name,
+            load_kwargs.get("attn_implementation", "default"),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def max_length(self) -> int:
+        return int(self.encoder.max_length)
+
+    def encode(self, queries: list[str], documents: list[str], instruction: str | None = None) -> EncodedPairs:
+        """Token ids of validated text pairs; thread-safe and parallel."""
+        return self.encoder.encode(queries, documents, instruction)
+
+    def score(
+        self,
+        encoded: EncodedPairs,
+        *,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """(N,) float32 raw scores in input order; raises :class:`NonFiniteScoreError`."""
+        if len(encoded) == 0:
+            return np.zeros(0, dtype=np.float32)
+        if batch_size is not None and batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if max_batch_tokens is not None and max_batch_tokens <= 0:
+            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        with self._forward_lock, torch.inference_mode():
+            scores = self.backend.run(
+                self,
+                encoded,
+                max_batch_tokens=max_batch_tokens or self.max_batch_tokens,
+                batch_size=batch_size or len(encoded),
+                show_progress=show_progress,
+            )
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if bad.size:
+            raise NonFiniteScoreError(
+                f"the model returned a non-finite score for {bad.size} pair(s), first at index {int(bad[0])}; "
+                f"the checkpoint may be broken or overflow in {self.dtype} (try torch_dtype='float32')"
+            )
+        return scores
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    return int(pad) if pad is not None else 0
