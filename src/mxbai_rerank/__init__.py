@@ -7,22 +7,39 @@
 The pipeline: ``families`` (what a checkpoint is) -> ``_encoding`` (pairs to tokens) ->
 ``_batching`` (token-budget batches) -> ``_engine`` (loading, backends) -> ``_heads`` (raw
 scores) -> consumers (``server``, ``cli``, ``evaluation``, ``ray``) through :class:`Scorer`.
+
+The names below are imported on first use, so ``import mxbai_rerank`` (and the command line's
+``--help``) does not pay for importing torch and transformers.
 """
 
 from __future__ import annotations
 
-from ._encoding import EncodedPairs
-from ._engine import ModelLoadError, NonFiniteScoreError
-from ._loader import load
-from ._model import RerankerOutput, TransformerReranker
-from ._registry import MODELS, ModelSpec, available_families, get_family, register_family
-from ._scorer import Scorer, ScorerInfo
-from .base import BaseReranker, RankResult
-from .families import RerankerFamily
-from .mxbai_rerank_v1 import MxbaiRerankV1
-from .mxbai_rerank_v2 import MxbaiRerankV2
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "BaseReranker": ".base",
+    "EncodedPairs": "._encoding",
+    "MODELS": "._registry",
+    "ModelLoadError": "._engine",
+    "ModelSpec": "._registry",
+    "MxbaiRerankV1": ".mxbai_rerank_v1",
+    "MxbaiRerankV2": ".mxbai_rerank_v2",
+    "NonFiniteScoreError": "._engine",
+    "RankResult": ".base",
+    "RerankerFamily": ".families",
+    "RerankerOutput": "._model",
+    "Scorer": "._scorer",
+    "ScorerInfo": "._scorer",
+    "TransformerReranker": "._model",
+    "available_families": "._registry",
+    "get_family": "._registry",
+    "load": "._loader",
+    "register_family": "._registry",
+}
 
 __all__ = [
     "MODELS",
@@ -45,3 +62,27 @@ __all__ = [
     "load",
     "register_family",
 ]
+
+if TYPE_CHECKING:
+    from ._encoding import EncodedPairs
+    from ._engine import ModelLoadError, NonFiniteScoreError
+    from ._loader import load
+    from ._model import RerankerOutput, TransformerReranker
+    from ._registry import MODELS, ModelSpec, available_families, get_family, register_family
+    from ._scorer import Scorer, ScorerInfo
+    from .base import BaseReranker, RankResult
+    from .families import RerankerFamily
+    from .mxbai_rerank_v1 import MxbaiRerankV1
+    from .mxbai_rerank_v2 import MxbaiRerankV2
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'mxbai_rerank' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

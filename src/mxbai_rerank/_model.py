@@ -31,6 +31,10 @@ __all__ = ["NonFiniteScoreError", "RerankerOutput", "TransformerReranker"]
 
 logger = logging.getLogger(__name__)
 
+# ``max_length`` when the caller passes none at all: the family's default (``None`` and ``0``
+# mean the model's whole window, as upstream).
+FAMILY_DEFAULT = -1
+
 
 @dataclass
 class RerankerOutput:
@@ -53,7 +57,8 @@ class TransformerReranker(BaseReranker, TorchModule):
         family: Registered family name (or object); the subclasses fix it.
         device: ``"cuda"``, ``"cpu"``, ``"mps"``...; default: the best available.
         torch_dtype: Overrides the automatic choice (see the README, "dtype").
-        max_length: Most tokens of query plus document; ``None`` or ``0``: the model's window.
+        max_length: Most tokens of query plus document; default: the family's (v2 8192, v1 the
+            tokenizer's limit); ``None`` or ``0``: the model's whole window.
         tokenizer_kwargs: Passed to ``AutoTokenizer.from_pretrained``.
         disable_transformers_warnings: Set transformers' verbosity to errors only.
         max_batch_tokens: Padded tokens per forward pass (default 8192 on CPU, 65536 on CUDA).
@@ -72,7 +77,7 @@ class TransformerReranker(BaseReranker, TorchModule):
         family: str | RerankerFamily | None = None,
         device: str | torch.device | None = None,
         torch_dtype: str | torch.dtype | None = None,
-        max_length: int | None = None,
+        max_length: int | None = FAMILY_DEFAULT,
         tokenizer_kwargs: dict[str, Any] | None = None,
         disable_transformers_warnings: bool = False,
         max_batch_tokens: int | None = None,
@@ -92,6 +97,8 @@ class TransformerReranker(BaseReranker, TorchModule):
             self._check_natural_family(config, get_family(self.family_name))
         chosen, spec = detect_family(self.model_name_or_path, config, family or self.family_name)
         self._family = chosen
+        if max_length == FAMILY_DEFAULT:
+            max_length = chosen.default_max_length
         self.engine = ScoringEngine(
             self.model_name_or_path,
             chosen,
