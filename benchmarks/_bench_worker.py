@@ -3,6 +3,12 @@
 Runs under either implementation: whichever ``mxbai_rerank`` the interpreter imports
 (upstream 0.1.6 in its own virtualenv, or this package). Peak RSS is the process's own
 ``ru_maxrss``, so model loading and scoring are both counted, the same way for both.
+
+Besides timings it reports what the caller needs to check that both implementations ran the
+same model: ``effective_config`` (the checkpoint as this interpreter's transformers reads it,
+RoPE base included), ``check_scores`` (raw scores of the ``--check-indices`` documents, in that
+order, computed before any timing) and ``scores`` (raw scores of the timed run, input order).
+``--repeats 0`` stops after the check: no warm-up, no timing.
 """
 
 from __future__ import annotations
@@ -13,6 +19,51 @@ import resource
 import statistics
 import sys
 import time
+from typing import Any
+
+
+def effective_config(model_dir: str) -> dict[str, Any]:
+    """The Qwen2 settings this interpreter's transformers reads from ``model_dir``, compared across versions.
+
+    The RoPE base is recovered from the rotary embedding transformers itself builds from the
+    config (``inv_freq[1] = base ** (-2 / head_dim)``), so it is the base the model really uses,
+    whichever key (``rope_theta`` or ``rope_parameters``) that version reads it from.
+    """
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
+
+    config = AutoConfig.from_pretrained(model_dir)
+    rotary = Qwen2RotaryEmbedding(config)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    base = float(rotary.inv_freq.double()[1] ** (-head_dim / 2))
+    sliding = bool(getattr(config, "use_sliding_window", False))
+    return {
+        "transformers": transformers.__version__,
+        "model_type": config.model_type,
+        "rope_base": float(f"{base:.6g}"),
+        "rope_type": getattr(rotary, "rope_type", None),
+        "rope_attention_scaling": float(getattr(rotary, "attention_scaling", 1.0)),
+        "head_dim": head_dim,
+        "layer_types": list(getattr(config, "layer_types", None) or []),
+        "sliding_window": config.sliding_window if sliding else None,
+        "tie_word_embeddings": bool(config.tie_word_embeddings),
+        "dtype": str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)),
+        **{
+            key: getattr(config, key)
+            for key in (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "max_position_embeddings",
+                "rms_norm_eps",
+                "hidden_act",
+            )
+        },
+    }
 
 
 def main() -> None:
@@ -23,6 +74,7 @@ def main() -> None:
     parser.add_argument("--torch-dtype", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--check-indices", default="", help="comma-separated documents to score before timing")
     args = parser.parse_args()
 
     import torch
@@ -42,6 +94,24 @@ def main() -> None:
     t0 = time.perf_counter()
     reranker = MxbaiRerankV2(args.model, **kwargs)
     load_s = time.perf_counter() - t0
+    dtype = getattr(reranker, "dtype", None) or next(reranker.model.parameters()).dtype
+    out: dict[str, Any] = {
+        "implementation": f"{mxbai_rerank.__name__} {getattr(mxbai_rerank, '__version__', '0.1.6 (upstream)')}",
+        "version": getattr(mxbai_rerank, "__version__", "0.1.6"),
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": str(next(reranker.model.parameters()).device),
+        "load_s": load_s,
+        "effective_config": effective_config(args.model),
+    }
+    if args.check_indices:
+        indices = [int(i) for i in args.check_indices.split(",")]
+        docs = [data["documents"][i] for i in indices]
+        checked = reranker.rank(data["query"], docs, top_k=len(docs), sort=False)
+        out["check_indices"] = indices
+        out["check_scores"] = [float(r.score) for r in sorted(checked, key=lambda r: r.index)]
+    if args.repeats <= 0:
+        print(json.dumps(out))
+        return
     reranker.rank(data["query"], data["documents"][:2])  # warm-up: kernels, allocator, oneDNN
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     if torch.cuda.is_available():
@@ -54,19 +124,17 @@ def main() -> None:
         sync()
         times.append(time.perf_counter() - t)
     seconds = statistics.median(times)
-    dtype = getattr(reranker, "dtype", None) or next(reranker.model.parameters()).dtype
-    out = {
-        "implementation": f"{mxbai_rerank.__name__} {getattr(mxbai_rerank, '__version__', '0.1.6 (upstream)')}",
-        "version": getattr(mxbai_rerank, "__version__", "0.1.6"),
-        "dtype": str(dtype).removeprefix("torch."),
-        "device": str(next(reranker.model.parameters()).device),
-        "load_s": load_s,
+    scores = [0.0] * len(data["documents"])
+    for r in results:
+        scores[r.index] = float(r.score)
+    out |= {
         "times_s": times,
         "seconds_per_query": seconds,
         "docs_per_s": len(data["documents"]) / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "top3": [(r.index, round(float(r.score), 4)) for r in results[:3]],
+        "scores": scores,
         "torch": torch.__version__,
         "python": sys.version.split()[0],
     }

@@ -1,19 +1,30 @@
-"""Shared by the benchmark scripts: real English passages of mixed length, and machine facts.
+"""Shared by the benchmark scripts: the checkpoints, real English passages of mixed length, machine facts.
 
 Passages are built from the same standard-library docstring sentences as ``mxbai-rerank
 bench`` (:func:`mxbai_rerank.evaluation._text.stdlib_sentences`). Speed depends on token counts,
-not on weights, so benchmarks pair them with random-weight models at the real shapes.
+not on weights, so benchmarks pair them with random-weight models at the real shapes, built by
+:func:`benchmark_checkpoint` (the one builder every benchmark uses).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mxbai_rerank.evaluation._text import stdlib_sentences
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import fixture_models  # noqa: E402
+
+SHAPES = ("tiny", "base", "large")
 
 # Token lengths of the core benchmark's 32 passages: mostly short, a long tail (mean ~125,
 # max ~460), the mix a first-stage retriever returns from a corpus of web-style passages.
@@ -47,6 +58,47 @@ def mixed_length_passages(count_tokens: Callable[[str], int], targets: tuple[int
         assert best is not None
         out.append(best[1])
     return out
+
+
+def benchmark_checkpoint(shape: str, cache: Path = CACHE) -> Path:
+    """The v2 (Qwen2) checkpoint every benchmark runs, built once into ``cache``.
+
+    ``base`` and ``large`` are the Qwen2-0.5B (mxbai-rerank-base-v2) and Qwen2-1.5B
+    (large-v2) shapes with random weights stored in bf16, like the published checkpoints;
+    ``tiny`` is the deterministic test fixture (float32), for smoke runs. All are written by
+    tests/fixture_models.py, whose config.json reads the same under transformers 4.5x (upstream
+    0.1.6) and 5.x, RoPE base included; a checkpoint cached before that was fixed has its
+    config.json rewritten in place (weights are not touched).
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
+    path = cache / ("qwen2-tiny" if shape == "tiny" else f"qwen2-{shape}-random-bf16")
+    if (path / "config.json").exists() and (path / "model.safetensors").exists():
+        if not checkpoint_is_portable(path):
+            fixture_models.make_config_portable(path)
+        return path
+    if shape == "tiny":
+        fixture_models.build_qwen2_reranker(path)
+    else:
+        dims = {"base": fixture_models.QWEN2_0_5B, "large": fixture_models.QWEN2_1_5B}[shape]
+        fixture_models.build_qwen2_reranker(path, dims, random_fast=True, dtype="bfloat16")
+    return path
+
+
+def checkpoint_is_portable(path: Path) -> bool:
+    """Whether config.json states the RoPE base where transformers 4 and 5 both read it."""
+    cfg = json.loads((path / "config.json").read_text())
+    base = cfg.get("rope_theta")
+    params = cfg.get("rope_parameters") or {}
+    dtype = cfg.get("dtype")
+    return (
+        base is not None
+        and params.get("rope_theta") == base
+        and cfg.get("rope_scaling") is None
+        and dtype is not None
+        and cfg.get("torch_dtype") == dtype
+        and "tie_word_embeddings" in cfg
+    )
 
 
 def sentence_pool() -> tuple[str, ...]:

@@ -5,12 +5,33 @@ English passages of mixed length (~125 tokens on average, up to ~460) with defau
 Each implementation runs in its own fresh process (upstream in its own virtualenv, since it
 needs transformers < 5), so peak resident memory is measured the same way for both.
 
-    python -m venv .venv-upstream
-    .venv-upstream/bin/pip install torch==2.13.0 "transformers<5" mxbai-rerank==0.1.6
-    .venv/bin/python benchmarks/bench_core.py            # prints a table, writes results/core_<device>.json
+    python3 -m venv .venv-upstream
+    .venv-upstream/bin/pip install torch==2.13.0 "transformers>=4.56,<5" mxbai-rerank==0.1.6
+    .venv/bin/python benchmarks/bench_core.py   # prints a table, writes results/core_<device>_<shape>_<docs>x<len>.json
 
 Options: ``--docs 100`` for 1 x 100 documents, ``--long 8192`` for documents of ~8k tokens,
-``--shape large`` for the 1.5B shape, ``--skip-upstream`` to measure this package alone.
+``--shape large`` for the 1.5B shape, ``--shape tiny --docs 4`` for a smoke run in seconds,
+``--model DIR`` for an existing v2 checkpoint (a published one, say) instead of the built
+one, ``--skip-upstream`` to measure this package alone (no comparison, no agreement check).
+
+Same model for both. The checkpoint comes from :func:`_common.benchmark_checkpoint`, whose
+config.json transformers 4.5x and 5.x read the same way (transformers 5 alone would write the
+RoPE base only where transformers 4 does not look, so upstream would run a different model).
+Each worker also reports the settings its own transformers read (RoPE base from the rotary
+embedding it builds, layer types, sliding window, tied embeddings, shape).
+
+Agreement check, before any timing: both implementations score the same ``--check-docs``
+pairs (spread over the shorter half of the documents, so upstream's check takes seconds) in
+float32, each in a fresh process. The script stops with a non-zero exit and says why when
+the settings read differ, or when any score differs by more than ``--tolerance`` (1e-3).
+After timing, rows that ran in float32 (upstream's default on CPU, and ``mxbai-rerank
+(float32)``) are compared on every document the same way; nothing is written if they differ.
+
+bf16 is not held to 1e-3: bf16 keeps 8 significant bits, so correct code moves scores by about
+1e-2 and can swap near-tied documents. The float32 check shows both implementations compute
+the same function from the same checkpoint; the bf16 row is the same code at a lower
+precision. Its largest difference from this package's float32 scores and whether the top 3
+match are recorded (``agreement`` in the result file) for information, not enforced.
 """
 
 from __future__ import annotations
@@ -22,34 +43,18 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "tests"))
+
+from _common import CACHE, SHAPES, benchmark_checkpoint  # noqa: E402
 
 QUERY = "How do I read and write CSV files and parse command line arguments in Python?"
-
-
-def build_model(shape: str, cache: Path) -> Path:
-    import torch
-
-    from fixture_models import QWEN2_0_5B, QWEN2_1_5B, build_qwen2_reranker
-
-    path = cache / f"qwen2-{shape}-random-bf16"
-    if (path / "config.json").exists():
-        return path
-    dims = {"base": QWEN2_0_5B, "large": QWEN2_1_5B}[shape]
-    build_qwen2_reranker(path, dims, random_fast=True)
-    # Published checkpoints are bf16 safetensors; store the random one the same way.
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
-    model.save_pretrained(path, safe_serialization=True)
-    config = json.loads((path / "config.json").read_text())
-    config["torch_dtype"] = config["dtype"] = "bfloat16"
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    return path
+UPSTREAM = "upstream 0.1.6 (defaults)"
+DEFAULTS = "mxbai-rerank (defaults)"
+FLOAT32 = "mxbai-rerank (float32)"
 
 
 def passages(model_dir: Path, docs: int, long_tokens: int) -> list[str]:
@@ -69,7 +74,7 @@ def passages(model_dir: Path, docs: int, long_tokens: int) -> list[str]:
     return [base[i % len(base)] for i in range(docs)]
 
 
-def run(python: str, model: Path, data: Path, repeats: int, extra: list[str]) -> dict[str, object]:
+def run(python: str, model: Path, data: Path, repeats: int, extra: list[str]) -> dict[str, Any]:
     cmd = [python, str(HERE / "_bench_worker.py"), "--model", str(model), "--passages", str(data)]
     cmd += ["--repeats", str(repeats), *extra]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
@@ -79,33 +84,135 @@ def run(python: str, model: Path, data: Path, repeats: int, extra: list[str]) ->
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def check_indices(docs: list[str], count: int) -> list[int]:
+    """``count`` documents spread evenly over the shorter half (by characters), in input order."""
+    by_length = sorted(range(len(docs)), key=lambda i: (len(docs[i]), i))
+    pool = by_length[: max(count, (len(docs) + 1) // 2)]
+    if count >= len(pool):
+        return sorted(pool)
+    step = (len(pool) - 1) / max(count - 1, 1)
+    return sorted({pool[round(i * step)] for i in range(count)})
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    keys = (set(a) | set(b)) - {"transformers"}
+    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
+
+
+def max_abs_diff(a: list[float], b: list[float]) -> float:
+    if len(a) != len(b):
+        raise SystemExit(f"score lists differ in length: {len(a)} != {len(b)}")
+    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
+
+
+def fail(what: str, upstream: dict[str, Any], ours: dict[str, Any], details: str) -> None:
+    up, me = upstream["effective_config"], ours["effective_config"]
+    raise SystemExit(
+        f"AGREEMENT CHECK FAILED ({what}): upstream 0.1.6 and mxbai-rerank did not compute the same scores, so "
+        f"a speed comparison would be meaningless.\n{details}\n"
+        f"Settings read from the checkpoint: upstream (transformers {up['transformers']}) vs "
+        f"mxbai-rerank (transformers {me['transformers']}): "
+        f"{config_differences(up, me) or 'identical'}.\n"
+        "A RoPE base of 10000 on one side means config.json lacks a top-level rope_theta (transformers 5 writes "
+        "it only in rope_parameters): run without --model, or fix the file with "
+        "tests/fixture_models.make_config_portable."
+    )
+
+
+def agreement_check(
+    upstream_python: str, model: Path, data: Path, indices: list[int], tolerance: float
+) -> dict[str, Any]:
+    """Score the same pairs in float32 under both implementations, before any timing."""
+    extra = ["--torch-dtype", "float32", "--check-indices", ",".join(map(str, indices))]
+    upstream = run(upstream_python, model, data, 0, extra)
+    ours = run(sys.executable, model, data, 0, extra)
+    diff = max_abs_diff(upstream["check_scores"], ours["check_scores"])
+    differences = config_differences(upstream["effective_config"], ours["effective_config"])
+    pairs = "\n".join(
+        f"  doc {i}: upstream {u:+.6f}  mxbai-rerank {o:+.6f}  |diff| {abs(u - o):.2e}"
+        for i, u, o in zip(indices, upstream["check_scores"], ours["check_scores"], strict=True)
+    )
+    if differences or not diff <= tolerance:
+        fail("float32, before timing", upstream, ours, f"max |diff| {diff:.3g} (tolerance {tolerance:g}):\n{pairs}")
+    print(f"agreement check (float32, {len(indices)} pairs {indices}): max |diff| {diff:.2e} <= {tolerance:g}")
+    return {
+        "before_timing_float32": {
+            "pairs": indices,
+            "max_abs_diff": diff,
+            "tolerance": tolerance,
+            "upstream_scores": upstream["check_scores"],
+            "mxbai_rerank_scores": ours["check_scores"],
+        },
+        "effective_config": {"upstream": upstream["effective_config"], "mxbai_rerank": ours["effective_config"]},
+    }
+
+
+def timed_agreement(runs: dict[str, dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """Compare the timed runs' scores on every document; fail if float32 rows disagree."""
+    out: dict[str, Any] = {}
+    ref = runs[FLOAT32]
+    upstream = runs.get(UPSTREAM)
+    if upstream is not None and upstream["dtype"] == "float32":
+        diff = max_abs_diff(upstream["scores"], ref["scores"])
+        out["timed_float32_upstream_vs_mxbai_rerank_max_abs_diff"] = diff
+        if not diff <= tolerance:
+            worst = max(range(len(ref["scores"])), key=lambda i: abs(upstream["scores"][i] - ref["scores"][i]))
+            fail(
+                "float32, timed runs, every document",
+                upstream,
+                ref,
+                f"max |diff| {diff:.3g} (tolerance {tolerance:g}) at doc {worst}: "
+                f"upstream {upstream['scores'][worst]:+.6f}, mxbai-rerank {ref['scores'][worst]:+.6f}",
+            )
+    for name, r in runs.items():
+        if name != FLOAT32 and r["dtype"] != "float32":
+            top = [i for i, _ in r["top3"]]
+            out[f"{name} vs {FLOAT32}"] = {
+                "dtype": r["dtype"],
+                "max_abs_diff": max_abs_diff(r["scores"], ref["scores"]),
+                "same_top3": top == [i for i, _ in ref["top3"]],
+                "top3": top,
+                "float32_top3": [i for i, _ in ref["top3"]],
+            }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=["base", "large"], default="base")
+    parser.add_argument("--shape", choices=list(SHAPES), default="base", help="tiny: the test fixture, for smoke runs")
+    parser.add_argument("--model", default=None, help="an existing v2 checkpoint (default: build one, see --shape)")
     parser.add_argument("--docs", type=int, default=32)
     parser.add_argument("--long", type=int, default=0, help="use documents of this many tokens")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--upstream-repeats", type=int, default=1)
     parser.add_argument("--upstream-python", default=str(ROOT / ".venv-upstream" / "bin" / "python"))
     parser.add_argument("--skip-upstream", action="store_true")
-    parser.add_argument("--cache", default=str(HERE / ".cache"))
+    parser.add_argument("--check-docs", type=int, default=4, help="pairs scored in float32 by both before timing")
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed float32 score difference")
+    parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    if args.check_docs < 1:
+        parser.error("--check-docs must be at least 1: the comparison is only meaningful on the same model")
 
-    model = build_model(args.shape, Path(args.cache))
+    model = Path(args.model) if args.model else benchmark_checkpoint(args.shape, Path(args.cache))
+    label = model.name if args.model else args.shape
     docs = passages(model, args.docs, args.long)
-    data = Path(args.cache) / f"passages-{args.docs}-{args.long}.json"
+    Path(args.cache).mkdir(parents=True, exist_ok=True)
+    data = Path(args.cache) / f"passages-{model.name}-{args.docs}-{args.long}.json"
     data.write_text(json.dumps({"query": QUERY, "documents": docs}))
 
-    rows: list[tuple[str, dict[str, object]]] = []
+    rows: list[tuple[str, dict[str, Any]]] = []
+    agreement: dict[str, Any] = {}
     if not args.skip_upstream:
         if not Path(args.upstream_python).exists():
             raise SystemExit(f"no upstream interpreter at {args.upstream_python}; see this script's docstring")
-        rows.append(("upstream 0.1.6 (defaults)", run(args.upstream_python, model, data, args.upstream_repeats, [])))
-    rows.append(("mxbai-rerank (defaults)", run(sys.executable, model, data, args.repeats, [])))
-    rows.append(
-        ("mxbai-rerank (float32)", run(sys.executable, model, data, args.repeats, ["--torch-dtype", "float32"]))
-    )
+        indices = check_indices(docs, args.check_docs)
+        agreement = agreement_check(args.upstream_python, model, data, indices, args.tolerance)
+        rows.append((UPSTREAM, run(args.upstream_python, model, data, args.upstream_repeats, [])))
+    rows.append((DEFAULTS, run(sys.executable, model, data, args.repeats, [])))
+    rows.append((FLOAT32, run(sys.executable, model, data, args.repeats, ["--torch-dtype", "float32"])))
+    agreement |= timed_agreement(dict(rows), args.tolerance)
 
     ref = rows[0][1]
     header = "| implementation | dtype | docs/s | s/query | peak RSS (MB) | speed vs upstream | memory vs upstream |"
@@ -122,11 +229,19 @@ def main() -> None:
 
     info = machine()
     lens = f"{args.docs} docs" + (f" of {args.long} tokens" if args.long else " (mixed length, ~125 tokens avg)")
-    print(f"\n{args.shape} shape, 1 query x {lens}; machine: {info}\n\n{table}\n")
+    print(f"\n{label} shape, 1 query x {lens}; machine: {info}\n\n{table}\n")
     device = "cuda" if "gpu" in info else "cpu"
-    out = Path(args.output or HERE / "results" / f"core_{device}_{args.shape}_{args.docs}x{args.long or 'mixed'}.json")
+    out = Path(args.output or HERE / "results" / f"core_{device}_{label}_{args.docs}x{args.long or 'mixed'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"machine": info, "setting": lens, "shape": args.shape, "table": table, "runs": dict(rows)}
+    result = {
+        "machine": info,
+        "setting": lens,
+        "shape": label,
+        "model": str(model),
+        "table": table,
+        "agreement": agreement,
+        "runs": dict(rows),
+    }
     out.write_text(json.dumps(result, indent=2))
 
 

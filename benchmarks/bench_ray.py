@@ -11,9 +11,10 @@ imports, model load: seconds), so small runs understate the steady rate.
     .venv/bin/python benchmarks/bench_ray.py --shape tiny --rows 400  # a smoke run in seconds
     .venv/bin/python benchmarks/bench_ray.py --model-dir /models/mxbai-rerank-base-v2
 
-``--shape base`` builds a Qwen2-0.5B-shaped v2 model with random weights (speed depends on
-shape, not weights) with ``tests/fixture_models.py``; documents are real English passages
-cut to ``--doc-words`` words. Prints a Markdown table and writes ``results/ray.json``.
+``--shape base`` builds a Qwen2-0.5B-shaped v2 model with random weights stored in bf16 (speed
+depends on shape, not weights) with ``_common.benchmark_checkpoint``, the same checkpoint as
+bench_core.py; documents are real English passages cut to ``--doc-words`` words. Prints a
+Markdown table and writes ``results/ray.json``.
 """
 
 from __future__ import annotations
@@ -28,21 +29,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import _common  # noqa: E402
-
-
-def build_model(shape: str, cache: Path) -> Path:
-    from fixture_models import QWEN2_0_5B, TINY_QWEN2, build_qwen2_reranker
-
-    path = cache / f"ray-qwen2-{shape}"
-    if not (path / "config.json").exists():
-        dims = {"tiny": TINY_QWEN2, "base": QWEN2_0_5B}[shape]
-        build_qwen2_reranker(path, dims, random_fast=shape != "tiny")
-    return path
 
 
 def make_pairs(rows: int, queries: int, doc_words: int) -> list[dict[str, Any]]:
@@ -112,7 +101,7 @@ def main() -> None:
 
     from mxbai_rerank.ray import rerank_parquet
 
-    model_dir = args.model_dir or build_model(args.shape, args.cache)
+    model_dir = args.model_dir or _common.benchmark_checkpoint(args.shape, args.cache)
     dtype = None if args.dtype == "auto" else args.dtype
     queries = args.queries or max(1, args.rows // 50)
     pairs = make_pairs(args.rows, queries, args.doc_words)
@@ -157,7 +146,9 @@ def main() -> None:
         "benchmark": "mxbai_rerank.ray end to end (read Parquet -> score on an actor pool -> write Parquet)",
         "machine": _common.machine(),
         "ray": ray.__version__,
-        "model": str(model_dir) if args.model_dir else f"qwen2-{args.shape} (random weights)",
+        "model": str(model_dir)
+        if args.model_dir
+        else f"qwen2-{args.shape} ({'test fixture' if args.shape == 'tiny' else 'random weights, bf16'})",
         "dtype": args.dtype,
         "rows": len(pairs),
         "queries": queries,

@@ -8,7 +8,10 @@ writes ``benchmarks/results/server.json``.
 
     .venv/bin/python benchmarks/bench_server.py --model mixedbread-ai/mxbai-rerank-base-v2 --device cuda
     .venv/bin/python benchmarks/bench_server.py --build-tiny --requests 40 --clients 8   # smoke run
-    .venv/bin/python benchmarks/bench_server.py --shape base    # random-weight Qwen2-0.5B shape
+    .venv/bin/python benchmarks/bench_server.py --shape base    # random-weight Qwen2-0.5B shape, bf16
+
+Without ``--model`` the checkpoint is ``_common.benchmark_checkpoint`` (the same one as
+bench_core.py and bench_ray.py; ``tiny`` is the deterministic test fixture).
 
 The server batches requests from all clients into shared forward passes, so with enough
 clients it should serve at least the library's sequential throughput.
@@ -32,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-CACHE = HERE / ".cache"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+
+from _common import benchmark_checkpoint  # noqa: E402
 
 _WORD_TEXT = (
     "river mountain engine protein market history quantum garden language network theory city music "
@@ -42,20 +45,6 @@ _WORD_TEXT = (
     "satellite medicine painting railway volcano economy galaxy algorithm festival desert glacier"
 )
 _WORDS = _WORD_TEXT.split()
-
-
-def build_model(shape: str) -> Path:
-    """A deterministic fixture checkpoint (tests/fixture_models.py): ``tiny`` or the Qwen2-0.5B shape."""
-    import fixture_models
-
-    path = CACHE / f"server-qwen2-{shape}"
-    if (path / "config.json").exists():
-        return path
-    if shape == "tiny":
-        fixture_models.build_qwen2_reranker(path)
-    else:
-        fixture_models.build_qwen2_reranker(path, fixture_models.QWEN2_0_5B, random_fast=True)
-    return path
 
 
 def make_workload(requests: int, docs_per_request: int, seed: int = 0) -> list[tuple[str, list[str]]]:
@@ -296,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.clients, args.requests, args.docs_per_request) < 1:
         parser.error("--clients, --requests and --docs-per-request must be positive")
 
-    model: Path | str = args.model or build_model("tiny" if args.build_tiny else args.shape)
+    model: Path | str = args.model or benchmark_checkpoint("tiny" if args.build_tiny else args.shape)
     workload = make_workload(args.requests, args.docs_per_request)
 
     server = _Server(args, model)

@@ -7,6 +7,11 @@ must import nothing from ``mxbai_rerank`` and work on both transformers majors.
 Determinism: every parameter is filled from a NumPy generator seeded by the CRC32 of the
 parameter's name, never by torch's initialisers (which change between versions), so a
 checkpoint built anywhere has the same weights and the golden scores stay valid.
+
+Portability: transformers 4.5x and 5.x write config.json differently (5.x keeps the RoPE base
+only inside ``rope_parameters``, which 4.x ignores, falling back to a base of 10,000), so every
+builder finishes with :func:`make_config_portable`, which writes the keys both majors read the
+same way. A checkpoint built under either major then means the same model under both.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN2_ROPE_THETA = 1000000.0  # the RoPE base of every published Qwen2 checkpoint
 V1_SPECIAL = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
 
 # Tiny shapes: big enough to exercise GQA, several layers and relative attention,
@@ -150,21 +157,36 @@ def fill_deterministic(model: torch.nn.Module, std: float = 0.2) -> None:
             tensor.copy_(torch.from_numpy(values.astype(np.float32)))
 
 
-def build_qwen2_reranker(path: Path, shape: dict | None = None, *, random_fast: bool = False) -> Path:
-    """A Qwen2ForCausalLM with the real Qwen2 vocabulary, saved like a v2 checkpoint."""
+def build_qwen2_reranker(
+    path: Path,
+    shape: dict | None = None,
+    *,
+    random_fast: bool = False,
+    dtype: str = "float32",
+    with_tokenizer: bool = True,
+) -> Path:
+    """A Qwen2ForCausalLM with the real Qwen2 vocabulary, saved like a v2 checkpoint.
+
+    ``random_fast`` keeps transformers' own random initialisation (shape-only checkpoints for
+    benchmarks: fast, but not the same weights on every version); otherwise the weights are
+    deterministic. ``dtype="bfloat16"`` stores the weights in bf16, as published checkpoints
+    are. ``with_tokenizer=False`` skips the (slow) tokenizer, for tests of the config alone.
+    """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
-    build_qwen_tokenizer(path)
+    if with_tokenizer:
+        build_qwen_tokenizer(path)
     shape = dict(shape or TINY_QWEN2)
     config = Qwen2Config(
         vocab_size=151936,
-        rope_theta=1000000.0,
+        rope_theta=QWEN2_ROPE_THETA,
         rms_norm_eps=1e-6,
         bos_token_id=151643,
         eos_token_id=151645,
         pad_token_id=151643,
-        torch_dtype="float32",
+        use_sliding_window=False,
+        sliding_window=None,
         **shape,
     )
     config.architectures = ["Qwen2ForCausalLM"]
@@ -175,7 +197,9 @@ def build_qwen2_reranker(path: Path, shape: dict | None = None, *, random_fast: 
     model = Qwen2ForCausalLM(config)
     if not random_fast:
         fill_deterministic(model, std=0.2)
+    model.to(getattr(torch, dtype))
     model.save_pretrained(path, safe_serialization=True)
+    make_config_portable(path, dtype=dtype, rope_theta=QWEN2_ROPE_THETA, tie_word_embeddings=config.tie_word_embeddings)
     return path
 
 
@@ -208,4 +232,60 @@ def build_deberta_reranker(path: Path, shape: dict | None = None) -> Path:
     model = DebertaV2ForSequenceClassification(config)
     fill_deterministic(model, std=0.2)
     model.save_pretrained(path, safe_serialization=True)
+    make_config_portable(path, dtype="float32", tie_word_embeddings=config.tie_word_embeddings)
     return path
+
+
+def make_config_portable(
+    path: Path,
+    *,
+    dtype: str | None = None,
+    rope_theta: float | None = None,
+    tie_word_embeddings: bool | None = None,
+) -> dict[str, Any]:
+    """Rewrite ``path/config.json`` so transformers 4.5x and 5.x read the same model from it.
+
+    What differs between the majors, and what is written here:
+
+    - RoPE base: 5.x writes ``rope_parameters`` only; 4.x reads the top-level ``rope_theta``
+      (default 10,000) and ``rope_scaling``. Both are written, equal, with no scaling.
+    - dtype: 4.56+ and 5.x write ``dtype``, older 4.x read ``torch_dtype``. Both are written.
+    - Sliding window (Qwen2): off, with ``sliding_window: null`` and explicit ``layer_types``,
+      so neither major derives window layers from ``max_window_layers``.
+    - ``tie_word_embeddings``: 4.x omits it when it equals its class default, and the defaults
+      differ between majors and classes; it is always written (pass the model's value).
+
+    Idempotent: also upgrades a checkpoint built before this existed (weights are untouched).
+    Raises ``ValueError`` for RoPE scaling other than the default, which these checkpoints
+    never use and which the two majors spell differently.
+    """
+    config_path = path / "config.json"
+    cfg: dict[str, Any] = json.loads(config_path.read_text())
+    if cfg.get("model_type") == "qwen2":
+        params = cfg.get("rope_parameters") or {}
+        scaling = cfg.get("rope_scaling") or {}
+        for spec in (params, scaling):
+            kind = spec.get("rope_type", spec.get("type", "default"))
+            if kind != "default":
+                raise ValueError(f"{config_path}: RoPE type {kind!r} is not portable between transformers 4 and 5")
+        base = rope_theta or params.get("rope_theta") or scaling.get("rope_theta") or cfg.get("rope_theta")
+        if base is None:
+            raise ValueError(f"{config_path}: no RoPE base to make explicit")
+        cfg["rope_theta"] = float(base)
+        cfg["rope_scaling"] = None
+        cfg["rope_parameters"] = {"rope_theta": float(base), "rope_type": "default"}
+        if cfg.get("use_sliding_window"):
+            raise ValueError(f"{config_path}: sliding-window attention is not portable between transformers 4 and 5")
+        cfg["use_sliding_window"] = False
+        cfg["sliding_window"] = None
+        cfg["layer_types"] = ["full_attention"] * int(cfg["num_hidden_layers"])
+        cfg.setdefault("max_window_layers", int(cfg["num_hidden_layers"]))
+    dtype = dtype or cfg.get("dtype") or cfg.get("torch_dtype")
+    if dtype:
+        cfg["dtype"] = cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
+    if tie_word_embeddings is not None:
+        cfg["tie_word_embeddings"] = bool(tie_word_embeddings)
+    elif "tie_word_embeddings" not in cfg:
+        raise ValueError(f"{config_path}: tie_word_embeddings is implicit; pass the model's value")
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return cfg
