@@ -1,4 +1,4 @@
-"""``evaluate()`` from Python: with a loaded model and with a predict-only custom reranker."""
+"""``evaluate()`` from Python: with a Scorer (only the protocol) and with a predict-only custom reranker."""
 
 from __future__ import annotations
 
@@ -10,13 +10,38 @@ import numpy as np
 import pytest
 from docstring_beir import build_docstring_beir, reference_metrics
 
-from mxbai_rerank import BaseReranker
+from mxbai_rerank import BaseReranker, Scorer, ScorerInfo
 from mxbai_rerank.evaluation import evaluate, load_beir
 
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_docstring_beir(tmp_path_factory.mktemp("beir") / "docstrings", num_queries=12, num_distractors=20)
+
+
+class ProtocolOnly:
+    """A real model seen only through the ``Scorer`` protocol: no ``score_pairs``, no attributes,
+    no private methods. ``evaluate`` must need nothing else."""
+
+    def __init__(self, inner: Scorer) -> None:
+        self._inner = inner
+
+    def encode_pairs(self, queries, documents, *, instruction=None, rank_fields=None):
+        return self._inner.encode_pairs(queries, documents, instruction=instruction, rank_fields=rank_fields)
+
+    def score_encoded(self, encoded, *, batch_size=None, max_batch_tokens=None, show_progress=False):
+        return self._inner.score_encoded(
+            encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
+        )
+
+    def postprocess(self, raw, *, normalize=False):
+        return self._inner.postprocess(raw, normalize=normalize)
+
+    def info(self) -> ScorerInfo:
+        return self._inner.info()
+
+    def tokenizer_copy(self):
+        return self._inner.tokenizer_copy()
 
 
 class WordOverlapReranker(BaseReranker):
@@ -29,8 +54,8 @@ class WordOverlapReranker(BaseReranker):
         return np.array([len(words(q) & words(d)) for q, d in zip(queries, documents, strict=True)], dtype=float)
 
 
-def test_evaluate_with_model_writes_files(tmp_path: Path, collection: Path, v2_reranker) -> None:
-    result = evaluate(v2_reranker, collection, top_k=3, max_queries=6, output_dir=tmp_path)
+def test_evaluate_with_a_scorer_writes_files(tmp_path: Path, collection: Path, v2_reranker) -> None:
+    result = evaluate(ProtocolOnly(v2_reranker), collection, top_k=3, max_queries=6, output_dir=tmp_path)
     data = load_beir(collection)
     kept = list(data.queries)[:6]
     assert list(result.per_query) == kept and result.dataset["num_queries"] == 6
@@ -45,6 +70,9 @@ def test_evaluate_with_model_writes_files(tmp_path: Path, collection: Path, v2_r
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["reranked"] == result.reranked and written["first_stage"] == result.first_stage
     assert written["settings"]["max_queries"] == 6
+    # The model is described by the scorer's info(), JSON-ready.
+    info = v2_reranker.info()
+    assert written["model"] == {"name": info.model_id, **info.to_dict()} and info.family and info.dtype == "float32"
     assert (tmp_path / "run.trec").read_text().splitlines()[0].endswith(" tiny-qwen2-reranker")
 
 
@@ -72,6 +100,8 @@ def test_evaluate_predict_only_reranker_on_a_given_ranking(collection: Path) -> 
 
 
 def test_evaluate_rejects_bad_settings(collection: Path) -> None:
+    with pytest.raises(TypeError, match=r"mxbai_rerank\.Scorer"):
+        evaluate(object(), collection)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="top_k"):
         evaluate(WordOverlapReranker(), collection, top_k=0)
     with pytest.raises(ValueError, match="max_queries"):

@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 
+from mxbai_rerank import Scorer, ScorerInfo
 from mxbai_rerank.evaluation import benchmark, generate_workload, stdlib_sentences, workload_from_documents
 
 
@@ -47,14 +48,51 @@ def test_workload_from_a_document_pool() -> None:
         workload_from_documents([], 1, 1)
 
 
-def test_benchmark_measures_the_workload(v2_reranker) -> None:
+class ProtocolOnly:
+    """A real model seen only through the ``Scorer`` protocol (no attributes, no ``score_pairs``)."""
+
+    def __init__(self, inner: Scorer) -> None:
+        self._inner = inner
+        self.calls = 0
+
+    def encode_pairs(self, queries, documents, *, instruction=None, rank_fields=None):
+        return self._inner.encode_pairs(queries, documents, instruction=instruction, rank_fields=rank_fields)
+
+    def score_encoded(self, encoded, *, batch_size=None, max_batch_tokens=None, show_progress=False):
+        self.calls += 1
+        assert max_batch_tokens == 1024, "the budget must reach the scorer"
+        return self._inner.score_encoded(encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+
+    def postprocess(self, raw, *, normalize=False):
+        return self._inner.postprocess(raw, normalize=normalize)
+
+    def info(self) -> ScorerInfo:
+        return self._inner.info()
+
+    def tokenizer_copy(self):
+        return self._inner.tokenizer_copy()
+
+
+def test_benchmark_measures_the_workload_through_the_scorer_protocol(v2_reranker) -> None:
     workload = generate_workload(2, 3, seed=5)
-    result = benchmark(v2_reranker, workload, max_batch_tokens=1024, warmup=0)
-    expected_tokens = sum(
-        v2_reranker.encode_pairs([q] * len(docs), docs).num_tokens
+    scorer = ProtocolOnly(v2_reranker)
+    result = benchmark(scorer, workload, max_batch_tokens=1024, warmup=1)
+    assert scorer.calls == 1 + 2, "one untimed and one timed call per query"
+    # Real (unpadded) tokens, counted independently from the token ids.
+    real_tokens = sum(
+        len(ids)
         for q, docs in zip(workload.queries, workload.documents, strict=True)
+        for ids in v2_reranker.encode_pairs([q] * len(docs), docs).input_ids
     )
-    assert (result.pairs, result.queries, result.tokens) == (6, 2, expected_tokens)
-    assert result.max_batch_tokens == 1024 and result.dtype == "float32" and result.device == "cpu"
+    assert (result.pairs, result.queries, result.real_tokens) == (6, 2, real_tokens)
+    info = v2_reranker.info()
+    assert (result.model, result.device, result.dtype, result.max_length) == (
+        info.model_id, "cpu", "float32", info.max_length
+    )  # fmt: skip
+    assert result.max_batch_tokens == 1024
     assert result.latency_ms_mean * 2 == pytest.approx(result.seconds * 1000)
-    assert result.to_dict()["tokens_per_s"] == pytest.approx(expected_tokens / result.seconds)
+    data = result.to_dict()
+    assert "tokens" not in data, "padded and real token counts must not share a name"
+    assert data["tokens_per_s"] == pytest.approx(real_tokens / result.seconds)
+    with pytest.raises(TypeError, match="Scorer"):
+        benchmark(object(), workload)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from pathlib import Path
 
@@ -71,6 +72,42 @@ def test_v1_model(v1_model_dir: Path, v1_reranker) -> None:
     scorer = RerankScorer(str(v1_model_dir), device="cpu", torch_dtype="float32", score_column="rerank_score")
     out = scorer(_table())
     np.testing.assert_allclose(out["rerank_score"].to_numpy(), v1_reranker.score_pairs(QUERIES, DOCUMENTS), atol=1e-5)
+
+
+class ProtocolOnly:
+    """A real model seen only through the ``Scorer`` protocol: no ``score_pairs``, no attributes,
+    no private methods. ``RerankScorer`` must need nothing else."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def encode_pairs(self, queries, documents, *, instruction=None, rank_fields=None):
+        return self._inner.encode_pairs(queries, documents, instruction=instruction, rank_fields=rank_fields)
+
+    def score_encoded(self, encoded, *, batch_size=None, max_batch_tokens=None, show_progress=False):
+        return self._inner.score_encoded(encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+
+    def postprocess(self, raw, *, normalize=False):
+        return self._inner.postprocess(raw, normalize=normalize)
+
+    def info(self):
+        return self._inner.info()
+
+    def tokenizer_copy(self):
+        return self._inner.tokenizer_copy()
+
+
+def test_uses_only_the_scorer_protocol(scorer: RerankScorer, v2_reranker) -> None:
+    protocol_only = copy.copy(scorer)
+    protocol_only.reranker = ProtocolOnly(v2_reranker)
+    protocol_only.normalize = True  # postprocess(normalize=True), not the raw scores
+    out = protocol_only(_table(instruction=INSTRUCTIONS))["score"].to_numpy()
+    for instruction in ("Find definitions.", None):
+        rows = [i for i, ins in enumerate(INSTRUCTIONS) if (ins or None) == instruction]
+        expected = v2_reranker.score_pairs(
+            [QUERIES[i] for i in rows], [DOCUMENTS[i] for i in rows], instruction=instruction, normalize=True
+        )
+        np.testing.assert_allclose(out[rows], expected, atol=1e-5, rtol=0)
 
 
 def test_pickles_as_its_arguments(scorer: RerankScorer) -> None:

@@ -1,15 +1,27 @@
-"""``mxbai-rerank batch``: score a JSON lines / Parquet file or folder of pairs into Parquet on Ray."""
+"""``mxbai-rerank batch``: score a JSON lines / Parquet file or folder of pairs into Parquet on Ray.
+
+Everything that can be checked without Ray (the input's format and first rows, the output
+folder, a local model directory, this machine's GPUs) is checked before Ray starts, which
+takes seconds. Ray's own console output (its log lines, progress bars, the workers' output
+and the core worker's native log lines) stays off the terminal unless ``--verbose``; the
+command shows one progress bar of its own when stderr is a terminal.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
-from typing import Any
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 import click
 
-from ._common import DEBUG_ENV, CliError, OneLineErrorCommand, handle_errors, model_options
+from ._common import DEBUG_ENV, CliError, OneLineErrorCommand, handle_errors, model_options, stderr_is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +65,20 @@ def _describe_ray_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_one_line(exc) or 'see the Ray logs (/tmp/ray/session_latest/logs)'}"
 
 
-def _start_ray(ray: Any, address: str | None) -> bool:
-    """Join ``address`` or start a local instance; ``True`` when this call started Ray."""
+def _start_ray(ray: Any, address: str | None, *, verbose: bool) -> bool:
+    """Join ``address`` or start a local instance; ``True`` when this call started Ray.
+
+    Without ``verbose`` the driver's ``ray`` logger shows errors only and the workers' output
+    is not forwarded to this terminal (it stays in the Ray session's log files).
+    """
     if ray.is_initialized():
         return False
+    options: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}
     if address:
         logger.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=bool(os.environ.get(DEBUG_ENV)))
+        ray.init(address=address, **options)
     else:
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=bool(os.environ.get(DEBUG_ENV)),
-        )
+        ray.init(address="local", include_dashboard=False, **options)
     return True
 
 
@@ -101,26 +113,150 @@ class _BelowError(logging.Filter):
         return record.levelno < logging.ERROR
 
 
-def _quiet_ray_data_errors() -> None:
-    """Keep Ray Data's error tracebacks in its log file, off the console: the command prints one line.
+class _Nothing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
-    Ray Data logs a failed task with its full traceback on stderr; its progress lines stay.
+
+def _console_handlers(name: str) -> list[logging.Handler]:
+    return [
+        handler
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+
+
+@contextmanager
+def _ray_output(ray: Any, *, verbose: bool) -> Iterator[None]:
+    """Ray's Python-level console output during one run; every setting is restored afterwards.
+
+    Ray Data logs a failed task with its full traceback on stderr while the command prints one
+    line, so its errors stay in its log file (unless ``MXBAI_RERANK_DEBUG``). Without
+    ``verbose`` its progress bars and all its console lines are off, and the ``ray`` logger
+    shows errors only.
     """
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.addFilter(_BelowError())
+    context = ray.data.DataContext.get_current()
+    saved = (context.enable_progress_bars, context.raise_original_map_exception)
+    ray_logger = logging.getLogger("ray")
+    saved_level = ray_logger.level
+    # The scorer's own exception (not Ray Data's generic UserCodeException) reaches the driver.
+    context.raise_original_map_exception = True
+    console_filter: logging.Filter | None = None
+    if not verbose:
+        context.enable_progress_bars = False
+        ray_logger.setLevel(logging.ERROR)
+        console_filter = _Nothing()
+    elif not os.environ.get(DEBUG_ENV):
+        console_filter = _BelowError()
+    handlers = _console_handlers("ray.data") if console_filter is not None else []
+    for handler in handlers:
+        handler.addFilter(console_filter)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(console_filter)  # type: ignore[arg-type]
+        ray_logger.setLevel(saved_level)
+        context.enable_progress_bars, context.raise_original_map_exception = saved
 
 
-def _check_model(model: str) -> None:
-    """Fail fast, before any actor starts, on a model this machine (and so its workers) cannot load."""
-    from .._registry import family_of_config
-    from .._runtime import read_config
-
-    if family_of_config(read_config(model)) is None:
-        raise CliError(f"{model!r} is not a reranker: expected a v1 (sequence classifier) or v2 (Qwen2) model")
+def _fileno(stream: IO[str]) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
 
 
-@click.command("batch", cls=OneLineErrorCommand)
+class _NativeStderr:
+    """What native code writes to file descriptor 2 during a run goes to a file (when enabled).
+
+    Ray's core worker (C++) writes its error-level log lines, such as a ``core_worker.cc``
+    notice about actor constructor arguments on every successful run, straight to the
+    process's stderr, past ``sys.stderr`` and every logging setting; they are in the Ray
+    session's log files as well. Python's ``sys.stderr`` keeps writing to the terminal, so the
+    command's own progress bar, warnings and error line are not affected. The file is removed
+    unless the run failed and something was written to it.
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path: Path | None = None
+        self._saved_fd: int | None = None
+        self._python_stderr: IO[str] | None = None
+
+    def __enter__(self) -> _NativeStderr:
+        if not self.enabled:
+            return self
+        fd, name = tempfile.mkstemp(prefix="mxbai-rerank-batch-", suffix=".log")
+        self.path = Path(name)
+        sys.stderr.flush()
+        self._saved_fd = os.dup(2)
+        if _fileno(sys.stderr) == 2:
+            # sys.stderr writes to fd 2: give Python a stream of its own on the terminal.
+            self._python_stderr = sys.stderr
+            sys.stderr = os.fdopen(
+                os.dup(self._saved_fd),
+                "w",
+                buffering=1,
+                encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                errors="backslashreplace",
+            )
+        os.dup2(fd, 2)
+        os.close(fd)
+        return self
+
+    def has_output(self) -> bool:
+        return self.path is not None and self.path.exists() and self.path.stat().st_size > 0
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._saved_fd is None:
+            return
+        if self._python_stderr is not None:
+            replacement, sys.stderr = sys.stderr, self._python_stderr
+            replacement.close()
+            self._python_stderr = None
+        os.dup2(self._saved_fd, 2)
+        os.close(self._saved_fd)
+        self._saved_fd = None
+        if self.path is not None and (exc_type is None or not self.has_output()):
+            self.path.unlink(missing_ok=True)
+
+
+def _check_local_gpus(num_actors: int, gpus_per_actor: float, device: str) -> None:
+    """A local instance has this machine's GPUs only: refuse a pool that needs more, before Ray starts."""
+    if gpus_per_actor <= 0 and not device.startswith("cuda"):
+        return
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.startswith("cuda") and available == 0:
+        raise CliError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
+    if num_actors * gpus_per_actor > available:
+        raise CliError(
+            f"{num_actors} actor(s) x {gpus_per_actor:g} GPU need {num_actors * gpus_per_actor:g} GPUs but this "
+            f"machine has {available}; use fewer --num-actors or --num-gpus-per-actor, or --ray-address"
+        )
+
+
+_EXAMPLES = """\b
+Examples:
+  # one actor on this machine: JSON lines in, a folder of Parquet files out
+  mxbai-rerank batch -m mixedbread-ai/mxbai-rerank-base-v2 --input pairs.jsonl --output scored.parquet
+
+\b
+  # the 100 best rows per query, scores in (0, 1); 2 actors of half a CPU each
+  mxbai-rerank batch -m ./my-model --input pairs/ --output top100.parquet \\
+      --top-k-per-query 100 --normalize --num-actors 2 --num-cpus-per-actor 0.5
+
+\b
+  # a Ray cluster with 8 GPUs, one actor per GPU, with Ray's own progress and logs
+  mxbai-rerank batch --ray-address 10.0.0.1:6379 -m mixedbread-ai/mxbai-rerank-large-v2 \\
+      --input s3://bucket/pairs/ --output s3://bucket/scored.parquet \\
+      --num-actors 8 --num-gpus-per-actor 1 --dtype bfloat16 --batch-size 2048 --verbose
+"""
+
+
+@click.command("batch", cls=OneLineErrorCommand, epilog=_EXAMPLES)
 @model_options()
 @click.option(
     "--input",
@@ -168,6 +304,13 @@ def _check_model(model: str) -> None:
 )
 @click.option("--score-column", default="score", show_default=True, help="Name of the added score column.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show Ray's own output: its log lines, progress bars and the workers' output. Default: one "
+    "progress bar of rows scored (when stderr is a terminal), and an error as one line.",
+)
 @handle_errors
 def batch(
     model: str,
@@ -187,6 +330,7 @@ def batch(
     num_gpus_per_actor: float,
     score_column: str,
     overwrite: bool,
+    verbose: bool,
 ) -> None:
     """Score millions of (query, document) pairs on a Ray cluster into Parquet.
 
@@ -194,54 +338,68 @@ def batch(
     an 'instruction' column, if present, is used per row (v2 models). Without --ray-address a
     local Ray instance is started for this run. --device auto means cuda when
     --num-gpus-per-actor > 0, else cpu.
+
+    The input's format and first rows, the output folder and a local model directory are
+    checked before Ray starts; Ray's own output is shown with --verbose.
     """
     from .._extras import require
 
     # MissingExtraError, ValueError (bad input, PairsInputError, ModelLoadError) and OSError
     # become one-line errors in ``handle_errors``; Ray's wrapped errors are unwrapped here.
     ray = require("ray", "ray")
-    from ..ray import rerank_parquet
+    from ..ray import inspect_pairs, rerank_parquet
+    from ..ray._preflight import check_model_path, check_output
 
+    # Everything that can be checked without Ray, before Ray starts (seconds, and its own output).
     if not ray_address:
-        _check_model(model)  # the local workers see this machine's files and cache
+        check_model_path(model)  # the local workers see this machine's files and cache
+        _check_local_gpus(num_actors, num_gpus_per_actor, device)
+    inspect_pairs(
+        input_path, input_format=input_format, score_column=score_column, group_by=["query"] if top_k_per_query else []
+    )
+    check_output(output_path, overwrite=overwrite, input_path=input_path)
+
+    progress = stderr_is_terminal() and not verbose
     started = False
-    try:
+    with _NativeStderr(enabled=not verbose) as native:
         try:
-            started = _start_ray(ray, ray_address)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise CliError(f"cannot start or join Ray ({ray_address or 'local'}): {_one_line(exc)}") from None
-        if started and not ray_address:
-            num_cpus_per_actor = _local_cpus_per_actor(ray, num_actors, num_cpus_per_actor, num_gpus_per_actor)
-        # The scorer's own exception (not Ray Data's generic UserCodeException) reaches the driver.
-        ray.data.DataContext.get_current().raise_original_map_exception = True
-        if not os.environ.get(DEBUG_ENV):
-            _quiet_ray_data_errors()
-        rows = rerank_parquet(
-            input_path,
-            output_path,
-            model,
-            overwrite=overwrite,
-            input_format=input_format,  # type: ignore[arg-type]
-            num_actors=num_actors,
-            num_cpus_per_actor=num_cpus_per_actor,
-            num_gpus_per_actor=num_gpus_per_actor,
-            batch_size=batch_size,
-            top_k_per_query=top_k_per_query,
-            normalize=normalize,
-            device=None if device == "auto" else device,
-            torch_dtype=None if dtype == "auto" else dtype,
-            max_batch_tokens=max_batch_tokens,
-            score_column=score_column,
-            model_kwargs={} if max_length is None else {"max_length": max_length},
-        )
-    except ray.exceptions.RayError as exc:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        raise CliError(
-            f"scoring failed: {_describe_ray_error(exc)} (logs: /tmp/ray/session_latest/logs; "
-            f"{DEBUG_ENV}=1 for the traceback)"
-        ) from None
-    finally:
-        if started:
-            ray.shutdown()
+            if progress and not ray_address and not ray.is_initialized():
+                click.echo("starting a local Ray instance...", err=True)
+            try:
+                started = _start_ray(ray, ray_address, verbose=verbose)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise CliError(f"cannot start or join Ray ({ray_address or 'local'}): {_one_line(exc)}") from None
+            if started and not ray_address:
+                num_cpus_per_actor = _local_cpus_per_actor(ray, num_actors, num_cpus_per_actor, num_gpus_per_actor)
+            with _ray_output(ray, verbose=verbose):
+                rows = rerank_parquet(
+                    input_path,
+                    output_path,
+                    model,
+                    overwrite=overwrite,
+                    input_format=input_format,  # type: ignore[arg-type]
+                    show_progress=progress,
+                    num_actors=num_actors,
+                    num_cpus_per_actor=num_cpus_per_actor,
+                    num_gpus_per_actor=num_gpus_per_actor,
+                    batch_size=batch_size,
+                    top_k_per_query=top_k_per_query,
+                    normalize=normalize,
+                    device=None if device == "auto" else device,
+                    torch_dtype=None if dtype == "auto" else dtype,
+                    max_batch_tokens=max_batch_tokens,
+                    score_column=score_column,
+                    model_kwargs={} if max_length is None else {"max_length": max_length},
+                )
+        except ray.exceptions.RayError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            console = f"Ray's console output: {native.path}; " if native.has_output() else ""
+            raise CliError(
+                f"scoring failed: {_describe_ray_error(exc)} ({console}logs: /tmp/ray/session_latest/logs; "
+                f"{DEBUG_ENV}=1 for the traceback)"
+            ) from None
+        finally:
+            if started:
+                ray.shutdown()
     click.echo(f"wrote {rows} scored rows to {output_path}")

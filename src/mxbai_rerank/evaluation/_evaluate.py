@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import BaseReranker, Scorer
 from ._beir import BeirDataset, load_beir, resolve_dataset
 from ._first_stage import BM25Settings, bm25_search, candidates_from_run
 from ._metrics import METRICS, compute_metrics
@@ -28,6 +29,12 @@ METRICS_FILE = "metrics.json"
 # Pairs tokenized and scored per step: bounds the memory of token ids on large collections
 # while leaving the token-budget batcher enough pairs to sort by length.
 _CHUNK_PAIRS = 4096
+# Pairs per ``predict`` call of a generic (predict-only) ``BaseReranker``.
+_PREDICT_BATCH_SIZE = 32
+
+# What :func:`evaluate` scores with: a :class:`~mxbai_rerank.Scorer` (``mxbai_rerank.load(...)``,
+# or anything implementing the protocol) or a generic ``BaseReranker`` that implements ``predict``.
+Reranker = Scorer | BaseReranker
 
 
 @dataclass
@@ -77,31 +84,58 @@ def _run_tag(model_name: str) -> str:
     return base or "mxbai-rerank"
 
 
-def _describe_model(reranker: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"name": getattr(reranker, "model_name_or_path", type(reranker).__name__)}
-    for attr in ("family", "device", "dtype", "max_length", "max_batch_tokens"):
-        value = getattr(reranker, attr, None)
-        if value is not None:
-            info[attr] = value if isinstance(value, (int, float, str)) else str(value).removeprefix("torch.")
-    return info
+def _check_reranker(reranker: object) -> None:
+    if not isinstance(reranker, (Scorer, BaseReranker)):
+        raise TypeError(
+            "reranker must implement mxbai_rerank.Scorer (e.g. mxbai_rerank.load(...)) or be a "
+            f"mxbai_rerank.BaseReranker that implements predict, got {type(reranker).__name__}"
+        )
+
+
+def _describe_model(reranker: Reranker) -> dict[str, Any]:
+    """``metrics.json``'s ``model``: ``name`` (the model id, or the class of a generic reranker) and,
+    for a :class:`~mxbai_rerank.Scorer`, its :class:`~mxbai_rerank.ScorerInfo` fields."""
+    if isinstance(reranker, Scorer):
+        info = reranker.info()
+        return {"name": info.model_id, **info.to_dict()}
+    return {"name": type(reranker).__name__}
 
 
 def _score(
-    reranker: Any, queries: list[str], documents: list[str], instruction: str | None, max_batch_tokens: int | None
+    reranker: Reranker,
+    groups: Sequence[tuple[str, list[str]]],
+    instruction: str | None,
+    max_batch_tokens: int | None,
 ) -> np.ndarray:
-    if hasattr(reranker, "score_pairs"):
-        return np.asarray(
-            reranker.score_pairs(queries, documents, instruction=instruction, max_batch_tokens=max_batch_tokens)
-        )
-    # A BaseReranker that implements only ``predict``.
+    """Scores of every ``(query, document)`` of ``groups`` (one query, its documents), in order."""
+    if isinstance(reranker, Scorer):
+        # One call for the whole chunk: the forward passes are packed by tokens across queries.
+        queries = [query for query, docs in groups for _ in docs]
+        documents = [doc for _, docs in groups for doc in docs]
+        encoded = reranker.encode_pairs(queries, documents, instruction=instruction)
+        raw = reranker.score_encoded(encoded, max_batch_tokens=max_batch_tokens)
+        return np.asarray(reranker.postprocess(raw), dtype=np.float64)
+    # A generic BaseReranker: its public ``rank``, which batches ``predict`` calls.
     extra = {"instruction": instruction} if instruction else {}
-    return np.asarray(
-        reranker._compute_scores(queries=queries, documents=documents, batch_size=32, show_progress=False, **extra)
-    )
+    parts = []
+    for query, docs in groups:
+        results = reranker.rank(
+            query,
+            docs,
+            top_k=len(docs),
+            batch_size=_PREDICT_BATCH_SIZE,
+            sort=False,
+            return_documents=False,
+            **extra,
+        )
+        scores = np.empty(len(docs), dtype=np.float64)
+        scores[[r.index for r in results]] = [r.score for r in results]
+        parts.append(scores)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
 
 
 def rerank_candidates(
-    reranker: Any,
+    reranker: Reranker,
     dataset: BeirDataset,
     candidates: Ranking,
     *,
@@ -113,6 +147,7 @@ def rerank_candidates(
 
     Equal scores keep the first-stage order. The reranker sees ``title + " " + text``.
     """
+    _check_reranker(reranker)
     qids = [qid for qid, docs in candidates.items() if docs]
     reranked: Ranking = {qid: [] for qid in candidates}
     total = sum(len(candidates[q]) for q in qids)
@@ -125,9 +160,8 @@ def rerank_candidates(
                 size += len(candidates[qids[stop]])
                 stop += 1
             chunk = qids[start:stop]
-            queries = [dataset.queries[q] for q in chunk for _ in candidates[q]]
-            texts = [dataset.document_text(d) for q in chunk for d, _ in candidates[q]]
-            scores = _score(reranker, queries, texts, instruction, max_batch_tokens)
+            groups = [(dataset.queries[q], [dataset.document_text(d) for d, _ in candidates[q]]) for q in chunk]
+            scores = _score(reranker, groups, instruction, max_batch_tokens)
             offset = 0
             for qid in chunk:
                 docs = candidates[qid]
@@ -141,7 +175,7 @@ def rerank_candidates(
 
 
 def evaluate(
-    reranker: Any,
+    reranker: Reranker,
     dataset: BeirDataset | str | os.PathLike[str],
     *,
     split: str = "test",
@@ -159,7 +193,8 @@ def evaluate(
     """Evaluate ``reranker`` on a BEIR-format collection: first stage, rerank its top-k, compare.
 
     Args:
-        reranker: A loaded reranker (``mxbai_rerank.load(...)``) or any ``BaseReranker``.
+        reranker: A :class:`~mxbai_rerank.Scorer` (``mxbai_rerank.load(...)``) or a generic
+            :class:`~mxbai_rerank.BaseReranker` that implements ``predict`` (scored through ``rank``).
         dataset: A loaded :class:`BeirDataset`, a collection directory, or ``"beir:NAME"``.
         split: The qrels split to evaluate (``qrels/<split>.tsv``).
         first_stage: ``"bm25"``, the path of a TREC run file, or a ranking
@@ -174,6 +209,7 @@ def evaluate(
         output_dir: When given, write ``run.trec``, ``first_stage.trec`` and ``metrics.json`` there.
         show_progress: Progress bars.
     """
+    _check_reranker(reranker)
     if top_k <= 0:
         raise ValueError(f"top_k must be a positive integer, got {top_k}")
     if max_queries is not None and max_queries <= 0:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import EncodedPairs, Scorer
 from ._text import Workload
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,20 @@ _MB = 1024 * 1024
 
 @dataclass
 class BenchResult:
-    """One measured setting. Latency is per query (all its documents in one call)."""
+    """One measured setting. Latency is per query (all its documents in one call).
+
+    ``to_dict()`` keys (the ``results`` of ``mxbai-rerank bench --json``):
+
+    * ``model``, ``device``, ``dtype``, ``max_length``: from the scorer's ``info()``.
+    * ``max_batch_tokens``: the budget of *padded* tokens (rows x longest row) per forward pass.
+    * ``queries``, ``docs_per_query``, ``pairs``: the workload.
+    * ``real_tokens``: the *real* (unpadded) tokens of all pairs, prompt template included.
+    * ``seconds``: the timed loop; ``documents_per_s = pairs / seconds`` and
+      ``tokens_per_s = real_tokens / seconds`` (real tokens, not padding).
+    * ``latency_ms_p50``/``p95``/``mean``: per query.
+    * ``peak_rss_mb`` (sampled during the loop), ``max_rss_mb`` (process lifetime),
+      ``gpu_peak_allocated_mb`` (CUDA only), ``load_s`` (when the caller timed the load).
+    """
 
     model: str
     device: str
@@ -31,7 +45,7 @@ class BenchResult:
     queries: int
     docs_per_query: float
     pairs: int
-    tokens: int
+    real_tokens: int
     seconds: float
     documents_per_s: float
     tokens_per_s: float
@@ -99,8 +113,13 @@ class _RssSampler:
             self._sample()
 
 
+def _real_tokens(encoded: EncodedPairs) -> int:
+    """Unpadded token count of encoded pairs (what the model reads, before any batch padding)."""
+    return sum(len(ids) for ids in encoded.input_ids)
+
+
 def benchmark(
-    reranker: Any,
+    reranker: Scorer,
     workload: Workload,
     *,
     max_batch_tokens: int | None = None,
@@ -108,19 +127,31 @@ def benchmark(
     warmup: int = 1,
     load_s: float | None = None,
 ) -> BenchResult:
-    """Time ``reranker.score_pairs`` on each query of ``workload`` (after ``warmup`` untimed queries).
+    """Time a :class:`~mxbai_rerank.Scorer` on each query of ``workload`` (after ``warmup`` untimed queries).
 
-    Latency covers tokenization, batching, the forward passes and the copy of the scores back
-    to the host (which waits for the GPU), i.e. what a caller of ``rank`` waits for.
+    One timed call per query: ``encode_pairs``, ``score_encoded`` (token-budget batches of at
+    most ``max_batch_tokens`` padded tokens, default the scorer's) and ``postprocess``. Latency
+    thus covers tokenization, batching, the forward passes and the copy of the scores back to
+    the host (which waits for the GPU), i.e. what a caller of ``rank`` waits for.
     """
+    if not isinstance(reranker, Scorer):
+        raise TypeError(
+            f"benchmark needs a mxbai_rerank.Scorer (e.g. mxbai_rerank.load(...)), got {type(reranker).__name__}"
+        )
     if not workload.queries:
         raise ValueError("the workload has no queries")
-    budget = int(max_batch_tokens or reranker.max_batch_tokens)
-    device = torch.device(reranker.device)
+    info = reranker.info()
+    budget = int(max_batch_tokens or info.max_batch_tokens)
+    device = torch.device(info.device)
     pairs = [([q] * len(docs), docs) for q, docs in zip(workload.queries, workload.documents, strict=True)]
-    tokens = sum(reranker.encode_pairs(qs, ds, instruction=instruction).num_tokens for qs, ds in pairs)
+    real_tokens = sum(_real_tokens(reranker.encode_pairs(qs, ds, instruction=instruction)) for qs, ds in pairs)
+
+    def score(queries: list[str], documents: list[str]) -> np.ndarray:
+        encoded = reranker.encode_pairs(queries, documents, instruction=instruction)
+        return reranker.postprocess(reranker.score_encoded(encoded, max_batch_tokens=budget))
+
     for qs, ds in pairs[: max(warmup, 0)]:
-        reranker.score_pairs(qs, ds, instruction=instruction, max_batch_tokens=budget)
+        score(qs, ds)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -128,25 +159,25 @@ def benchmark(
     with _RssSampler() as rss:
         for qs, ds in pairs:
             started = time.perf_counter()
-            reranker.score_pairs(qs, ds, instruction=instruction, max_batch_tokens=budget)
+            score(qs, ds)
             latencies.append(time.perf_counter() - started)
     gpu_peak = torch.cuda.max_memory_allocated(device) / _MB if device.type == "cuda" else None
     seconds = float(sum(latencies))
     num_pairs = sum(len(ds) for _, ds in pairs)
     lat_ms = np.asarray(latencies) * 1000.0
     result = BenchResult(
-        model=str(getattr(reranker, "model_name_or_path", type(reranker).__name__)),
-        device=str(device),
-        dtype=str(reranker.dtype).removeprefix("torch."),
+        model=info.model_id,
+        device=info.device,
+        dtype=info.dtype,
         max_batch_tokens=budget,
-        max_length=getattr(reranker, "max_length", None),
+        max_length=info.max_length,
         queries=len(pairs),
         docs_per_query=num_pairs / len(pairs),
         pairs=num_pairs,
-        tokens=tokens,
+        real_tokens=real_tokens,
         seconds=seconds,
         documents_per_s=num_pairs / seconds if seconds > 0 else 0.0,
-        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        tokens_per_s=real_tokens / seconds if seconds > 0 else 0.0,
         latency_ms_p50=float(np.percentile(lat_ms, 50)),
         latency_ms_p95=float(np.percentile(lat_ms, 95)),
         latency_ms_mean=float(lat_ms.mean()),

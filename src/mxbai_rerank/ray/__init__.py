@@ -12,13 +12,16 @@ Ray library, never this subpackage.
 
 from __future__ import annotations
 
-from ._pipeline import DEFAULT_BATCH_SIZE, PairsInputError, read_pairs, rerank_dataset, rerank_parquet, top_k_per_group
+from ._pipeline import DEFAULT_BATCH_SIZE, read_pairs, rerank_dataset, rerank_parquet, top_k_per_group
+from ._preflight import PairsInputError, PairsSource, inspect_pairs
 from ._scorer import RerankScorer
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "PairsInputError",
+    "PairsSource",
     "RerankScorer",
+    "inspect_pairs",
     "read_pairs",
     "rerank_dataset",
     "rerank_parquet",

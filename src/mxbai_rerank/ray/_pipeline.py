@@ -26,11 +26,22 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._extras import require
+from ._preflight import (
+    _JSON_EXTENSIONS,
+    _PARQUET_EXTENSIONS,
+    PairsInputError,
+    check_arrow_schema,
+    check_output,
+    count_rows,
+    detect_format,
+    inspect_pairs,
+)
 from ._scorer import RerankScorer
 
 if TYPE_CHECKING:
@@ -43,47 +54,9 @@ __all__ = ["PairsInputError", "read_pairs", "rerank_dataset", "rerank_parquet", 
 
 InputFormat = Literal["auto", "jsonl", "parquet"]
 
-_JSON_EXTENSIONS = ["jsonl", "json", "ndjson", "jsonl.gz", "json.gz", "ndjson.gz", "jsonl.zst", "json.zst"]
-_PARQUET_EXTENSIONS = ["parquet", "pq"]
 DEFAULT_BATCH_SIZE = 256
-
-
-class PairsInputError(ValueError):
-    """The input cannot be reranked: missing path, unknown format, missing or mistyped columns."""
-
-
-def _kind_of(name: str) -> str | None:
-    lower = name.lower()
-    if any(lower.endswith("." + ext) for ext in _PARQUET_EXTENSIONS):
-        return "parquet"
-    if any(lower.endswith("." + ext) for ext in _JSON_EXTENSIONS):
-        return "jsonl"
-    return None
-
-
-def _detect_format(path: str) -> str:
-    kind = _kind_of(path.rstrip("/"))
-    if kind is not None:
-        return kind
-    if "://" in path:
-        raise PairsInputError(
-            f"cannot tell the format of {path!r} from its name; pass input_format='jsonl' or 'parquet'"
-        )
-    local = Path(path)
-    if not local.exists():
-        raise PairsInputError(f"input {path!r} does not exist")
-    if not local.is_dir():
-        raise PairsInputError(f"input {path!r} is neither JSON lines (.jsonl, .json) nor Parquet (.parquet)")
-    kinds = {
-        _kind_of(f.name)
-        for f in local.rglob("*")
-        if f.is_file() and not f.name.startswith((".", "_")) and _kind_of(f.name) is not None
-    }
-    if not kinds:
-        raise PairsInputError(f"folder {path!r} holds no .jsonl, .json or .parquet files")
-    if len(kinds) > 1:
-        raise PairsInputError(f"folder {path!r} mixes JSON lines and Parquet files; pass one format")
-    return kinds.pop()
+# Seconds between two reads of the rows-scored counter while a progress bar is shown.
+_PROGRESS_POLL_S = 0.5
 
 
 def read_pairs(
@@ -101,7 +74,7 @@ def read_pairs(
     path = os.fspath(path)
     if "://" not in path and not Path(path).exists():
         raise PairsInputError(f"input {path!r} does not exist")
-    kind = _detect_format(path) if input_format == "auto" else input_format
+    kind = detect_format(path) if input_format == "auto" else input_format
     if kind == "parquet":
         return ray.data.read_parquet(path, file_extensions=_PARQUET_EXTENSIONS, override_num_blocks=override_num_blocks)
     if kind == "jsonl":
@@ -120,6 +93,13 @@ def _check_schema(
     if schema is None:
         return  # empty
     names = list(schema.names)
+    base = getattr(schema, "base_schema", schema)
+    if isinstance(base, pa.Schema):
+        check_arrow_schema(base, score_column=score_column, group_by=group_by)
+        if pa.types.is_struct(base.field("document").type) and rank_fields is None:
+            logger.info("object documents are scored as 'key: value' lines of all their fields; see rank_fields")
+        return
+    # pandas blocks: names only; the scorer checks values row by row.
     missing = [c for c in ("query", "document", *group_by) if c not in names]
     if missing:
         raise PairsInputError(
@@ -130,27 +110,6 @@ def _check_schema(
         raise PairsInputError(
             f"the input already has a {score_column!r} column; rename it or choose another score column"
         )
-    base = getattr(schema, "base_schema", schema)
-    if not isinstance(base, pa.Schema):
-        return  # pandas blocks: the scorer checks values row by row
-    arrow = base
-
-    def is_text(t: pa.DataType) -> bool:
-        is_view = getattr(pa.types, "is_string_view", None)
-        return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(is_view and is_view(t))
-
-    query_type = arrow.field("query").type
-    if not is_text(query_type):
-        raise PairsInputError(f"column 'query' must hold strings, got {query_type}")
-    document_type = arrow.field("document").type
-    if not (is_text(document_type) or pa.types.is_struct(document_type)):
-        raise PairsInputError(f"column 'document' must hold strings or objects, got {document_type}")
-    if pa.types.is_struct(document_type) and rank_fields is None:
-        logger.info("object documents are scored as 'key: value' lines of all their fields; see rank_fields")
-    if "instruction" in names:
-        instruction_type = arrow.field("instruction").type
-        if not (is_text(instruction_type) or pa.types.is_null(instruction_type)):
-            raise PairsInputError(f"column 'instruction' must hold strings, got {instruction_type}")
 
 
 def _warn_if_no_spare_cpu(ray: Any, actor_cpus: float) -> None:
@@ -199,6 +158,7 @@ def rerank_dataset(
     input_format: InputFormat = "auto",
     scorer_cls: type[RerankScorer] = RerankScorer,
     model_kwargs: Mapping[str, Any] | None = None,
+    progress: Any | None = None,
 ) -> Dataset:
     """``data`` with a float32 ``score_column`` added to every row, every input column kept.
 
@@ -224,6 +184,8 @@ def rerank_dataset(
         input_format: When ``data`` is a path: ``"auto"``, ``"jsonl"`` or ``"parquet"``.
         scorer_cls: :class:`RerankScorer` or a subclass taking the same constructor arguments.
         model_kwargs: More keyword arguments for :func:`mxbai_rerank.load`.
+        progress: A Ray actor handle with a method ``add(rows)`` that each scoring call reports
+            its rows to (see :func:`rerank_parquet`'s ``show_progress``).
     """
     ray = require("ray", "ray")
     if num_actors < 1:
@@ -259,6 +221,8 @@ def rerank_dataset(
         "score_column": score_column,
         "model_kwargs": dict(model_kwargs or {}),
     }
+    if progress is not None:
+        scorer_kwargs["progress"] = progress
     # Blocks of at most batch_size rows, so that a small input (one file, one block) is still
     # spread over the whole pool: one actor call scores one block.
     scored = ds.repartition(target_num_rows_per_block=batch_size).map_batches(
@@ -312,6 +276,50 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         path.unlink()
 
 
+class _RowCounter:
+    """Rows scored so far, as the scoring actors report them; runs as a Ray actor with no CPU."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+
+    def get(self) -> int:
+        return self.rows
+
+
+def _write_with_progress(ray: Any, result: Dataset, output: str, mode: Any, counter: Any, total: int | None) -> None:
+    """``result.write_parquet`` on a thread while a progress bar (stderr) shows the rows scored."""
+    from tqdm.auto import tqdm
+
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            result.write_parquet(output, mode=mode)
+        except BaseException as exc:  # re-raised on the calling thread
+            failures.append(exc)
+
+    def rows_done() -> int:
+        # A block retried after an actor died is counted again: never past the total.
+        rows = int(ray.get(counter.get.remote()))
+        return rows if total is None else min(rows, total)
+
+    thread = threading.Thread(target=write, name="mxbai-rerank-write", daemon=True)
+    with tqdm(total=total, desc="Scoring", unit="row") as bar:
+        thread.start()
+        while thread.is_alive():
+            thread.join(_PROGRESS_POLL_S)
+            bar.update(rows_done() - bar.n)
+        if not failures:
+            bar.update(rows_done() - bar.n)
+            bar.total = bar.n  # the count of a JSON lines input includes blank lines
+            bar.refresh()
+    if failures:
+        raise failures[0]
+
+
 def rerank_parquet(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -319,22 +327,41 @@ def rerank_parquet(
     *,
     overwrite: bool = False,
     input_format: InputFormat = "auto",
+    show_progress: bool = False,
     **options: Any,
 ) -> int:
     """Score a JSON lines / Parquet file or folder into a folder of Parquet files; the rows written.
 
     ``options`` are those of :func:`rerank_dataset`. The output folder holds one file per
     write task; read it back with ``pyarrow.parquet.read_table(output_path)`` or
-    ``ray.data.read_parquet(output_path)``.
+    ``ray.data.read_parquet(output_path)``. A local input's first rows and the output folder
+    are checked before any Ray work (:func:`~mxbai_rerank.ray.inspect_pairs`).
+
+    ``show_progress``: a progress bar on stderr of the rows scored so far (out of the input's
+    rows when they are cheap to count: Parquet metadata, uncompressed JSON lines).
     """
     ray = require("ray", "ray")
     pads = require("pyarrow.dataset", "ray")
     output = os.fspath(output_path)
-    ds = read_pairs(input_path, input_format=input_format)
-    result = rerank_dataset(ds, model, **options)  # checks the input before touching the output
-    _prepare_output(output, overwrite)
-    mode = ray.data.SaveMode.OVERWRITE if overwrite else ray.data.SaveMode.ERROR
-    result.write_parquet(output, mode=mode)
+    group_by = options.get("group_by", "query")
+    keys = ([group_by] if isinstance(group_by, str) else list(group_by)) if options.get("top_k_per_query") else []
+    source = inspect_pairs(
+        input_path, input_format=input_format, score_column=options.get("score_column", "score"), group_by=keys
+    )
+    check_output(output, overwrite=overwrite, input_path=input_path)
+    ds = read_pairs(input_path, input_format=source.format)  # type: ignore[arg-type]
+    counter = ray.remote(num_cpus=0)(_RowCounter).remote() if show_progress else None
+    try:
+        result = rerank_dataset(ds, model, progress=counter, **options)  # checks the input before the output
+        _prepare_output(output, overwrite)
+        mode = ray.data.SaveMode.OVERWRITE if overwrite else ray.data.SaveMode.ERROR
+        if counter is None:
+            result.write_parquet(output, mode=mode)
+        else:
+            _write_with_progress(ray, result, output, mode, counter, count_rows(source))
+    finally:
+        if counter is not None:
+            ray.kill(counter)
     rows = pads.dataset(output, format="parquet").count_rows()
     logger.info("wrote %d rows to %s", rows, output)
     return rows

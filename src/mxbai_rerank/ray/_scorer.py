@@ -1,7 +1,9 @@
 """``RerankScorer``: a stateful callable that scores blocks of (query, document) rows.
 
-One instance holds one loaded reranker, so Ray Data's actor pool (``map_batches`` with a
-callable class) loads the model once per actor and reuses it for every block it is sent.
+One instance holds one loaded :class:`~mxbai_rerank.Scorer`, so Ray Data's actor pool
+(``map_batches`` with a callable class) loads the model once per actor and reuses it for
+every block it is sent. Only the ``Scorer`` protocol is used: ``encode_pairs``,
+``score_encoded``, ``postprocess`` and ``info``.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .._encoding import EncodedPairs
-from .._loader import load
-from .._model import TransformerReranker
+from .. import EncodedPairs, Scorer, load
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class RerankScorer:
         query_column, document_column, instruction_column: Input column names.
         score_column: Name of the appended column; must not be an input column.
         model_kwargs: More keyword arguments for :func:`mxbai_rerank.load`.
+        progress: A Ray actor handle with a method ``add(rows)``; each call reports its number
+            of rows to it (fire and forget). :func:`~mxbai_rerank.ray.rerank_parquet` uses it
+            for its progress bar.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class RerankScorer:
         instruction_column: str = "instruction",
         score_column: str = "score",
         model_kwargs: Mapping[str, Any] | None = None,
+        progress: Any | None = None,
     ) -> None:
         self._init_kwargs: dict[str, Any] = {
             "model": model,
@@ -92,6 +96,7 @@ class RerankScorer:
             "instruction_column": instruction_column,
             "score_column": score_column,
             "model_kwargs": dict(model_kwargs or {}),
+            "progress": progress,
         }
         if num_threads is not None:
             import torch
@@ -104,10 +109,21 @@ class RerankScorer:
         self.document_column = document_column
         self.instruction_column = instruction_column
         self.score_column = score_column
-        self.reranker: TransformerReranker = load(
+        self.progress = progress
+        self.reranker: Scorer = load(
             model, device=device, torch_dtype=torch_dtype, max_batch_tokens=max_batch_tokens, **(model_kwargs or {})
         )
-        logger.info("RerankScorer ready: %s", self.reranker.extra_repr())
+        info = self.reranker.info()
+        logger.info(
+            "RerankScorer ready: %s (%s) on %s, %s, max_length=%d, max_batch_tokens=%d, backend=%s",
+            info.model_id,
+            info.family,
+            info.device,
+            info.dtype,
+            info.max_length,
+            info.max_batch_tokens,
+            info.backend,
+        )
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _rebuild, (type(self), self._init_kwargs)
@@ -119,6 +135,8 @@ class RerankScorer:
         if _has_column(batch, self.score_column):
             raise ValueError(f"the input already has a column named {self.score_column!r}; choose another score column")
         scores = self.score(queries, documents, instructions)
+        if self.progress is not None:
+            self.progress.add.remote(len(scores))
         return _with_column(batch, self.score_column, scores)
 
     def score(
@@ -153,7 +171,7 @@ class RerankScorer:
         # One plan over every group: the forward passes are packed by token length across groups.
         raw = self.reranker.score_encoded(EncodedPairs.concat(parts), batch_size=self.batch_size)
         scores = np.empty(n, dtype=np.float32)
-        scores[order] = self.reranker._transform(raw, normalize=self.normalize)
+        scores[order] = self.reranker.postprocess(raw, normalize=self.normalize)
         return scores
 
 
