@@ -32,12 +32,12 @@ def test_bench_grid_writes_json(tmp_path: Path, v2_model_dir: Path, v2_reranker)
     # Token count of the same workload, computed independently through the library.
     workload = generate_workload(3, 4, seed=7)
     pairs = zip(workload.queries, workload.documents, strict=True)
-    tokens = sum(v2_reranker.encode_pairs([q] * len(ds), ds).num_tokens for q, ds in pairs)
+    tokens = sum(v2_reranker.encode_pairs([q] * len(ds), ds).num_real_tokens for q, ds in pairs)
     for r in results:
         assert (r["device"], r["dtype"], r["queries"], r["pairs"]) == ("cpu", "float32", 3, 12)
-        assert r["tokens"] == tokens
+        assert r["real_tokens"] == tokens
         assert r["documents_per_s"] == pytest.approx(r["pairs"] / r["seconds"])
-        assert r["tokens_per_s"] == pytest.approx(r["tokens"] / r["seconds"])
+        assert r["tokens_per_s"] == pytest.approx(r["real_tokens"] / r["seconds"])
         assert 0 < r["latency_ms_p50"] <= r["latency_ms_p95"]
         assert r["latency_ms_mean"] * r["queries"] == pytest.approx(r["seconds"] * 1000)
         assert r["peak_rss_mb"] > 50 and r["max_rss_mb"] >= r["peak_rss_mb"] * 0.9

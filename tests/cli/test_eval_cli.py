@@ -98,7 +98,7 @@ def test_eval_bm25_end_to_end(tmp_path: Path, collection: Path, v2_model_dir: Pa
     assert [float(r[4]) for r in rows] == pytest.approx(expected.tolist(), abs=1e-4)
 
     assert metrics["settings"]["first_stage"] == "bm25" and metrics["settings"]["top_k"] == 5
-    assert metrics["model"]["family"] == "v2" and metrics["model"]["dtype"] == "float32"
+    assert metrics["model"]["family"] == "mxbai-v2" and metrics["model"]["dtype"] == "float32"
     assert metrics["dataset"]["num_queries"] == len(qrels) == 20
     timing = metrics["timing"]
     assert timing["num_pairs"] == len(rows)

@@ -17,6 +17,7 @@ from ._common import (
     CliUsageError,
     OneLineErrorCommand,
     handle_errors,
+    input_format_option,
     load_model_or_exit,
     model_options,
     parse_list,
@@ -30,6 +31,7 @@ Examples:
   mxbai-rerank bench -m mixedbread-ai/mxbai-rerank-base-v2 --queries 32 --docs-per-query 100
   mxbai-rerank bench -m ./model --device cuda --dtype float32,bfloat16 --max-batch-tokens 16384,65536 --json bench.json
   mxbai-rerank bench -m ./model --documents my_docs.jsonl --queries 8 --docs-per-query 50
+  mxbai-rerank bench -m ./model --documents notes.txt --input-format text --queries 4
 
 \b
 Without --documents, queries and documents are English sentences from Python standard-library
@@ -93,40 +95,71 @@ def _environment() -> dict[str, Any]:
 
 
 @click.command("bench", cls=OneLineErrorCommand, epilog=_EPILOG)
-@model_options(dtype=False, max_batch_tokens=False)
+@model_options(dtype=False, max_batch_tokens=False, family=True)
 @click.option(
-    "--dtype", "dtypes", default="auto", show_default=True, metavar="LIST", help="Comma-separated: auto, float32, ..."
+    "--dtype",
+    "dtypes",
+    default="auto",
+    show_default=True,
+    metavar="LIST",
+    help=f"Comma-separated dtypes to measure, each one of {', '.join(DTYPE_CHOICES)}.",
 )
 @click.option(
     "--max-batch-tokens",
     "budgets",
     default=None,
     metavar="LIST",
-    help="Comma-separated token budgets per forward pass [default: the model's].",
+    help="Comma-separated token budgets (padded tokens per forward pass) to measure "
+    "[default: the model's: 8192 on CPU, 16384 on MPS, 65536 on CUDA].",
 )
-@click.option("--queries", "num_queries", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--docs-per-query", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--queries",
+    "num_queries",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Timed queries per setting.",
+)
+@click.option(
+    "--docs-per-query",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Documents scored for each query (in one call).",
+)
 @click.option(
     "--documents",
     type=str,
     default=None,
     metavar="FILE",
-    help="Draw documents from FILE (text or JSON lines) instead of generating them.",
+    help="Draw documents from FILE (text or JSON lines, see --input-format) instead of generating them.",
 )
+@input_format_option
 @click.option("--instruction", default=None, help="v2 models: an instruction prepended to each query.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed queries first.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated workload.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write all results to OUT.")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed queries run first per setting."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the workload (queries and documents).")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="OUT",
+    help="Also write the results, workload and environment (versions, CPU, GPU) as JSON to the file OUT.",
+)
 @handle_errors
 def bench(
     model: str,
     device: str,
     max_length: int | None,
+    family: str,
     dtypes: str,
     budgets: str | None,
     num_queries: int,
     docs_per_query: int,
     documents: str | None,
+    input_format: str,
     instruction: str | None,
     warmup: int,
     seed: int,
@@ -140,8 +173,10 @@ def bench(
     budget_list: list[int | None] = list(parse_list(budgets, _positive_int, "--max-batch-tokens")) or [None]
     if json_out is not None and not Path(json_out).parent.is_dir():
         raise CliUsageError(f"--json {json_out!r}: directory {str(Path(json_out).parent)!r} does not exist")
+    if documents is None and input_format != "auto":
+        raise CliUsageError("--input-format applies to --documents FILE, and no --documents is given")
     if documents is not None:
-        pool = [document_text(doc.value, None) for doc in read_documents(documents)]
+        pool = [document_text(doc.value, None) for doc in read_documents(documents, input_format)]
         workload = workload_from_documents(pool, num_queries, docs_per_query, seed=seed)
         source = documents
     else:
@@ -152,11 +187,12 @@ def bench(
     header_shown = False
     for dtype in dtype_list:
         started = time.perf_counter()
-        reranker = load_model_or_exit(model, device=device, dtype=dtype, max_length=max_length)
+        reranker = load_model_or_exit(model, device=device, dtype=dtype, max_length=max_length, family=family)
         load_s = time.perf_counter() - started
         if not header_shown:
+            info = reranker.info()
             click.echo(
-                f"model {model} ({reranker.family}) on {reranker.device}; {num_queries} queries x "
+                f"model {model} ({info.family}) on {info.device}; {num_queries} queries x "
                 f"{docs_per_query} documents, {source}",
                 err=True,
             )

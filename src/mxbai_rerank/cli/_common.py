@@ -11,28 +11,40 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
+# Nothing here imports torch or transformers at module level: ``mxbai-rerank --help``, every
+# ``<subcommand> --help`` and every usage error must stay fast. Heavy imports live in the
+# functions that need them.
 if TYPE_CHECKING:
     from .._model import TransformerReranker
 
 __all__ = [
     "DEBUG_ENV",
     "DTYPE_CHOICES",
+    "FAMILY_CHOICES",
+    "HUB_CHECK_TIMEOUT_S",
+    "INPUT_FORMAT_CHOICES",
     "MODEL_ENV",
     "CliError",
     "CliUsageError",
     "InputDocument",
     "OneLineErrorCommand",
+    "check_model_source",
     "check_rank_fields",
     "default_output_format",
     "handle_errors",
+    "input_format_option",
     "load_model_or_exit",
     "model_options",
+    "one_line_usage_error",
     "parse_list",
     "read_documents",
     "stderr_is_terminal",
@@ -44,6 +56,13 @@ T = TypeVar("T")
 DEBUG_ENV = "MXBAI_RERANK_DEBUG"
 MODEL_ENV = "MXBAI_RERANK_MODEL"
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+# The model families ``mxbai_rerank.load(family=...)`` accepts, plus "auto" (detect from the
+# config). Hard-coded here, the one place, until ``mxbai_rerank.families.available_families()``
+# lands; even then the list must not cost an import of torch when ``--help`` is shown.
+FAMILY_CHOICES = ("auto", "mxbai-v1", "mxbai-v2")
+INPUT_FORMAT_CHOICES = ("auto", "text", "jsonl")
+# Seconds to wait for the Hugging Face hub to answer before calling it unreachable.
+HUB_CHECK_TIMEOUT_S = 3.0
 
 
 class CliError(click.ClickException):
@@ -56,6 +75,12 @@ class CliUsageError(CliError):
     exit_code = 2
 
 
+def one_line_usage_error(exc: click.UsageError, ctx: click.Context) -> CliUsageError:
+    """``exc`` as one ``Error:`` line with a pointer to ``--help`` instead of click's usage block."""
+    message = " ".join(exc.format_message().split())
+    return CliUsageError(f"{message} (see '{ctx.command_path} --help')")
+
+
 class OneLineErrorCommand(click.Command):
     """A command whose argument errors are one line (with a pointer to ``--help``), exit status 2."""
 
@@ -63,16 +88,26 @@ class OneLineErrorCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
-            message = exc.format_message().replace("\n", " ")
-            raise CliUsageError(f"{message} (see '{ctx.command_path} --help')") from exc
+            raise one_line_usage_error(exc, ctx) from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # A usage error found by the command body (a ``CliUsageError``, or a ``click.BadParameter``
+        # from a callback) is one line too, with the same pointer to ``--help``.
+        try:
+            return super().invoke(ctx)
+        except CliUsageError as exc:
+            if "--help')" not in exc.message:
+                exc.message = f"{exc.message} (see '{ctx.command_path} --help')"
+            raise
+        except click.UsageError as exc:
+            raise one_line_usage_error(exc, exc.ctx or ctx) from exc
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     import torch
 
+    from .. import ModelLoadError, NonFiniteScoreError
     from .._extras import MissingExtraError
-    from .._model import NonFiniteScoreError
-    from .._runtime import ModelLoadError
 
     # ValueError/TypeError: the library's argument checks (e.g. an instruction for a v1 model).
     return (
@@ -147,10 +182,119 @@ def _check_device(device: str | None) -> None:
         target = torch.device(device)
     except (RuntimeError, ValueError) as exc:
         raise CliError(f"invalid --device {device!r} (use cpu, cuda, cuda:N, mps or auto)") from exc
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: CUDA is not available on this machine")
-    if target.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CliError(f"--device {device}: Apple MPS is not available on this machine")
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
+        count = torch.cuda.device_count()
+        if target.index is not None and target.index >= count:
+            raise CliError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif target.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise CliError(f"--device {device}: Apple MPS is not available on this machine (use --device cpu or auto)")
+    elif target.type != "cpu":
+        raise CliError(f"--device {device}: unsupported device type (use cpu, cuda, cuda:N, mps or auto)")
+
+
+def _is_true(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are ``name`` or ``org/name``; anything else names a local path.
+    return name.startswith(("/", "./", "../", "~", ".\\", "\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return _is_true(env) or bool(constants.HF_HUB_OFFLINE)
+
+
+def _in_hub_cache(model: str) -> bool:
+    """Whether the hub cache holds a ``config.json`` of ``model`` (its default revision)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # an invalid repo id: loading reports it
+        return False
+
+
+def _hub_unreachable(endpoint: str, timeout: float) -> str | None:
+    """``None`` when ``endpoint`` answers an HTTP request within ``timeout`` s, else why not.
+
+    Any HTTP answer counts (the proxies and certificates of the hub client apply); name
+    resolution has no timeout of its own, so the request runs on a thread that is abandoned
+    when it takes too long.
+    """
+    from huggingface_hub.utils import get_session
+
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            get_session().head(endpoint, timeout=timeout)
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(_one_line(exc))
+
+    thread = threading.Thread(target=probe, name="mxbai-rerank-hub-check", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+@contextmanager
+def _offline_hub() -> Iterator[None]:
+    """Make the hub client (and transformers through it) use only its cache, for a block."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def check_model_source(model: str) -> bool:
+    """Before loading a model that is not a local directory: say so on stderr, and fail fast.
+
+    Without a network the hub client retries for half a minute before it gives up; this asks
+    the hub once, with a :data:`HUB_CHECK_TIMEOUT_S` timeout, and honours ``HF_HUB_OFFLINE``.
+    Returns ``True`` when the model must load from the hub cache only (the hub is unreachable
+    but the cache holds the model); raises :class:`CliError` when it cannot load at all.
+    """
+    if Path(os.path.expanduser(model)).exists() or _looks_like_path(model):
+        return False  # a local directory (or a bad path, which loading reports)
+    from huggingface_hub import constants
+
+    cached = _in_hub_cache(model)
+    if _hub_offline():
+        if not cached:
+            raise CliError(
+                f"{model!r} is not a local model directory and not in the Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}), and HF_HUB_OFFLINE is set: pass a local model directory, "
+                "or unset HF_HUB_OFFLINE to download it"
+            )
+        click.echo(f"loading {model} from the Hugging Face cache (offline mode)", err=True)
+        return False
+    endpoint = constants.ENDPOINT
+    problem = _hub_unreachable(endpoint, HUB_CHECK_TIMEOUT_S)
+    if problem is not None:
+        if not cached:
+            raise CliError(
+                f"cannot download {model!r}: the Hugging Face hub ({endpoint}) is unreachable ({problem}), "
+                "and it is neither a local model directory nor in the Hugging Face cache; check the network, "
+                "or pass a local model directory"
+            )
+        click.echo(
+            f"the Hugging Face hub ({endpoint}) is unreachable; loading {model} from the Hugging Face cache", err=True
+        )
+        return True
+    click.echo(f"loading {model} from the Hugging Face hub ({endpoint}); the first download may take a while", err=True)
+    return False
 
 
 def load_model_or_exit(
@@ -160,29 +304,36 @@ def load_model_or_exit(
     dtype: str | None = None,
     max_length: int | None = None,
     max_batch_tokens: int | None = None,
+    family: str | None = None,
     **kwargs: Any,
 ) -> TransformerReranker:
-    """``mxbai_rerank.load(...)``, or a :class:`CliError` saying in one line why it failed."""
+    """``mxbai_rerank.load(...)``, or a :class:`CliError` saying in one line why it failed.
+
+    ``device``, ``dtype`` and ``family`` take the options' values (``"auto"`` means the
+    library's choice). A model that is not a local directory is announced on stderr first.
+    """
     from huggingface_hub.utils import logging as hub_logging
 
+    from .. import ModelLoadError, load
     from .._extras import MissingExtraError
-    from .._loader import load
-    from .._runtime import ModelLoadError
 
     _check_device(device)
+    offline = check_model_source(model)
     # The hub client logs a warning per retry when offline; the failure is reported below.
     hub_level = hub_logging.get_verbosity()
     hub_logging.set_verbosity_error()
     try:
-        return load(
-            model,
-            device=None if device in (None, "auto") else device,
-            torch_dtype=None if dtype in (None, "auto") else dtype,
-            max_length=max_length,
-            max_batch_tokens=max_batch_tokens,
-            disable_transformers_warnings=True,
-            **kwargs,
-        )
+        with _offline_hub() if offline else nullcontext():
+            return load(
+                model,
+                family=None if family in (None, "auto") else family,
+                device=None if device in (None, "auto") else device,
+                torch_dtype=None if dtype in (None, "auto") else dtype,
+                max_length=max_length,
+                max_batch_tokens=max_batch_tokens,
+                disable_transformers_warnings=True,
+                **kwargs,
+            )
     except (ModelLoadError, MissingExtraError, OSError, ValueError) as exc:
         if os.environ.get(DEBUG_ENV):
             raise
@@ -192,11 +343,33 @@ def load_model_or_exit(
         hub_logging.set_verbosity(hub_level)
 
 
-def model_options(*, dtype: bool = True, max_batch_tokens: bool = True) -> Callable[[F], F]:
+def _envvar(prefix: str | None, name: str) -> dict[str, Any]:
+    return {} if prefix is None else {"envvar": f"{prefix}{name}", "show_envvar": True}
+
+
+def model_options(
+    *,
+    dtype: bool = True,
+    max_batch_tokens: bool = True,
+    family: bool = False,
+    env_prefix: str | None = None,
+    model_required: bool = False,
+) -> Callable[[F], F]:
     """``--model/-m``, ``--device``, ``--max-length`` and, unless disabled, ``--dtype`` and
-    ``--max-batch-tokens`` (commands that take lists of those define their own)."""
+    ``--max-batch-tokens`` (commands that take lists of those define their own).
+
+    ``family``: also ``--family`` (the command then takes a ``family`` argument).
+    ``env_prefix``: every option also reads ``<prefix><NAME>`` from the environment (e.g.
+    ``MXBAI_RERANK_DEVICE``); ``--model`` always reads ``MXBAI_RERANK_MODEL``.
+    ``model_required``: ``--model`` has no default model.
+    """
 
     def decorate(func: F) -> F:
+        model_default: dict[str, Any] = (
+            {"required": True}
+            if model_required
+            else {"default": "mixedbread-ai/mxbai-rerank-base-v2", "show_default": True}
+        )
         options = [
             click.option(
                 "--model",
@@ -204,16 +377,23 @@ def model_options(*, dtype: bool = True, max_batch_tokens: bool = True) -> Calla
                 "model",
                 envvar=MODEL_ENV,
                 show_envvar=True,
-                default="mixedbread-ai/mxbai-rerank-base-v2",
-                show_default=True,
-                help="Hugging Face model id or local model directory.",
+                help="Hugging Face hub id (e.g. mixedbread-ai/mxbai-rerank-base-v2) or local model directory.",
+                **model_default,
             ),
-            click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto."),
+            click.option(
+                "--device",
+                default="auto",
+                show_default=True,
+                help="cpu, cuda, cuda:N or mps; auto picks CUDA, then MPS, then the CPU.",
+                **_envvar(env_prefix, "DEVICE"),
+            ),
             click.option(
                 "--max-length",
                 type=click.IntRange(min=1),
                 default=None,
-                help="Most tokens of query + document (default: the model's).",
+                help="Most tokens of query + document; longer pairs are truncated "
+                "[default: v1 the tokenizer's limit (512), v2 8192].",
+                **_envvar(env_prefix, "MAX_LENGTH"),
             ),
         ]
         if dtype:
@@ -223,7 +403,9 @@ def model_options(*, dtype: bool = True, max_batch_tokens: bool = True) -> Calla
                     type=click.Choice(DTYPE_CHOICES),
                     default="auto",
                     show_default=True,
-                    help="Weights and activations dtype; auto picks bf16 on GPUs and on CPUs with native bf16.",
+                    help="Weights and activations dtype; auto: the checkpoint's bf16/fp16 on CUDA, bf16 on CPUs "
+                    "with native bf16 (AVX512-BF16, AMX), float32 otherwise.",
+                    **_envvar(env_prefix, "DTYPE"),
                 )
             )
         if max_batch_tokens:
@@ -232,7 +414,20 @@ def model_options(*, dtype: bool = True, max_batch_tokens: bool = True) -> Calla
                     "--max-batch-tokens",
                     type=click.IntRange(min=1),
                     default=None,
-                    help="Padded tokens per forward pass (default: 8192 on CPU, 65536 on CUDA).",
+                    help="Most padded tokens in one forward pass [default: 8192 on CPU, 16384 on MPS, 65536 on CUDA].",
+                    **_envvar(env_prefix, "MAX_BATCH_TOKENS"),
+                )
+            )
+        if family:
+            options.append(
+                click.option(
+                    "--family",
+                    type=click.Choice(FAMILY_CHOICES),
+                    default="auto",
+                    show_default=True,
+                    help="Model family; auto detects it from the model's config. Force it for a renamed or "
+                    "re-saved copy that is not recognised.",
+                    **_envvar(env_prefix, "FAMILY"),
                 )
             )
         for option in reversed(options):
@@ -240,6 +435,18 @@ def model_options(*, dtype: bool = True, max_batch_tokens: bool = True) -> Calla
         return func
 
     return decorate
+
+
+def input_format_option(func: F) -> F:
+    """``--input-format auto|text|jsonl`` for commands that read documents with :func:`read_documents`."""
+    return click.option(
+        "--input-format",
+        type=click.Choice(INPUT_FORMAT_CHOICES),
+        default="auto",
+        show_default=True,
+        help="text: one document per line; jsonl: one JSON string or object per line; "
+        "auto: jsonl when the first line is a JSON object or string, text otherwise.",
+    )(func)
 
 
 # -- reading documents --------------------------------------------------------------------
@@ -297,31 +504,48 @@ def read_documents(source: str, input_format: str = "auto") -> list[InputDocumen
         raise CliError(f"cannot read {name}: {exc.strerror or exc}") from exc
     if not lines:
         raise CliError(f"{name}: no documents (the input is empty)")
-    if input_format == "auto":
+    detected = input_format == "auto"
+    if detected:
         input_format = "jsonl" if _looks_like_jsonl(lines[0][1]) else "text"
     if input_format == "text":
         return [InputDocument(lineno, text) for lineno, text in lines]
+    # Auto-detection looks at the first line only: a text file whose first line starts with
+    # "{" or a quote is read as JSON lines, so its errors say how to read it as text.
+    hint = (
+        " (the first line looked like JSON, so the input was read as JSON lines; "
+        "use --input-format text for plain text)"
+        if detected
+        else ""
+    )
     documents = []
     for lineno, text in lines:
         try:
             value = json.loads(text)
         except ValueError as exc:
-            raise CliError(f"{name}:{lineno}: invalid JSON ({exc})") from None
+            raise CliError(f"{name}:{lineno}: invalid JSON ({exc}){hint}") from None
         if not isinstance(value, (str, dict)):
-            raise CliError(f"{name}:{lineno}: expected a JSON string or object, got {type(value).__name__}")
+            raise CliError(f"{name}:{lineno}: expected a JSON string or object, got {type(value).__name__}{hint}")
         documents.append(InputDocument(lineno, value))
     return documents
 
 
 def check_rank_fields(documents: Sequence[InputDocument], rank_fields: list[str] | None, name: str) -> None:
-    """Fail with the line of the first JSON object that lacks one of ``rank_fields``."""
+    """Fail when ``rank_fields`` cannot apply: no document is a JSON object, or one lacks a field.
+
+    Strings (text lines, JSON strings) are scored whole; ``--rank-fields`` on an input with no
+    JSON object at all would be ignored without a word, so it is refused.
+    """
     if not rank_fields:
         return
     from .._documents import document_text
 
-    for doc in documents:
-        if not isinstance(doc.value, dict):
-            continue
+    objects = [doc for doc in documents if isinstance(doc.value, dict)]
+    if not objects:
+        raise CliUsageError(
+            f"--rank-fields {','.join(rank_fields)}: {name} has no JSON objects (its documents are plain strings, "
+            "scored whole); --rank-fields picks fields of JSON-object documents, so leave it out"
+        )
+    for doc in objects:
         for field in rank_fields:
             try:
                 document_text(doc.value, [field])

@@ -44,7 +44,7 @@ def format_comparison(first_stage: dict[str, float], reranked: dict[str, float])
 
 
 @click.command("eval", cls=OneLineErrorCommand, epilog=_EPILOG)
-@model_options()
+@model_options(family=True)
 @click.option(
     "--dataset",
     "-d",
@@ -52,19 +52,34 @@ def format_comparison(first_stage: dict[str, float], reranked: dict[str, float])
     metavar="DIR|beir:NAME",
     help="A BEIR-format collection directory, or beir:NAME (e.g. beir:scifact) to download it.",
 )
-@click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to evaluate.")
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    help="The qrels to evaluate against: qrels/<split>.tsv (test, dev...).",
+)
 @click.option(
     "--first-stage",
     default="bm25",
     show_default=True,
     metavar="bm25|RUN_FILE",
-    help="BM25 over title + text (bm25s), or a TREC run file (qid Q0 docid rank score tag).",
+    help="The candidates to rerank: bm25 (BM25 over title + text, bm25s) or a TREC run file "
+    "(qid Q0 docid rank score tag).",
 )
 @click.option(
-    "--top-k", "-k", type=click.IntRange(min=1), default=100, show_default=True, help="Candidates reranked per query."
+    "--top-k",
+    "-k",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="First-stage candidates reranked per query.",
 )
 @click.option(
-    "--output", "-o", type=click.Path(file_okay=False), default=None, help="Directory for run.trec and metrics.json."
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory to write run.trec, first_stage.trec and metrics.json to (created if missing).",
 )
 @click.option("--instruction", default=None, help="v2 models: an instruction prepended to each query.")
 @click.option(
@@ -77,6 +92,7 @@ def eval_command(
     max_length: int | None,
     dtype: str,
     max_batch_tokens: int | None,
+    family: str,
     dataset: str,
     split: str,
     first_stage: str,
@@ -99,7 +115,7 @@ def eval_command(
             raise CliUsageError(f"--first-stage {first_stage!r}: no such run file (use bm25 or a TREC run file)")
         read_trec_run(first_stage)
     reranker = load_model_or_exit(
-        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens
+        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens, family=family
     )
     result = evaluate(
         reranker,

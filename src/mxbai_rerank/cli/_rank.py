@@ -15,6 +15,7 @@ from ._common import (
     check_rank_fields,
     default_output_format,
     handle_errors,
+    input_format_option,
     load_model_or_exit,
     model_options,
     parse_list,
@@ -28,6 +29,7 @@ Examples:
   mxbai-rerank rank -m mixedbread-ai/mxbai-rerank-base-v2 -q "capital of France" docs.txt
   cat docs.jsonl | mxbai-rerank rank -q "sleep apnea" --rank-fields title,text --top-k 3 -
   mxbai-rerank rank -q "fix a memory leak" --instruction "Find code" --format json code.jsonl
+  mxbai-rerank rank -m ./renamed-copy --family mxbai-v2 -q "parse a date" --input-format text notes.txt
 
 \b
 Input: one document per non-blank line, as plain text, or as JSON lines holding strings or
@@ -55,30 +57,31 @@ def _table(rows: list[dict[str, Any]], width: int) -> str:
 
 
 @click.command("rank", cls=OneLineErrorCommand, epilog=_EPILOG)
-@model_options()
+@model_options(family=True)
 @click.option("--query", "-q", required=True, help="The search query.")
-@click.option("--instruction", default=None, help="v2 models: an instruction for the task, e.g. 'Find code'.")
-@click.option("--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Results to show.")
+@click.option(
+    "--instruction", default=None, help="v2 models: an instruction for the task, e.g. 'Find code' (v1: an error)."
+)
+@click.option(
+    "--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Show the K best documents."
+)
 @click.option(
     "--rank-fields",
     default=None,
     metavar="A,B",
-    help="JSON objects: the fields (dotted paths) to score, comma-separated.",
+    help="JSON-object documents: the fields (dotted paths) to score, comma-separated, e.g. title,text "
+    "[default: the whole object as 'key: value' lines]. An error on plain-text documents.",
 )
-@click.option("--normalize", is_flag=True, help="v2 models: map scores into (0, 1).")
 @click.option(
-    "--input-format",
-    type=click.Choice(["auto", "text", "jsonl"]),
-    default="auto",
-    show_default=True,
-    help="auto: JSON lines when the first line is a JSON object or string, text lines otherwise.",
+    "--normalize", is_flag=True, help="v2 models: map raw scores into (0, 1); v1 scores are already in (0, 1)."
 )
+@input_format_option
 @click.option(
     "--format",
     "output_format",
     type=click.Choice(["table", "jsonl", "json"]),
     default=None,
-    help="Output format [default: table on a terminal, jsonl otherwise].",
+    help="Output format: table, JSON lines, or one JSON array [default: table on a terminal, jsonl otherwise].",
 )
 @click.argument("file", default="-", metavar="[FILE|-]")
 @handle_errors
@@ -88,6 +91,7 @@ def rank(
     max_length: int | None,
     dtype: str,
     max_batch_tokens: int | None,
+    family: str,
     query: str,
     instruction: str | None,
     top_k: int,
@@ -97,7 +101,7 @@ def rank(
     output_format: str | None,
     file: str,
 ) -> None:
-    """Rerank the documents of FILE (or stdin) for one query, best first."""
+    """Rerank the documents of FILE (or stdin, '-') for one query, best first."""
     if not query.strip():
         raise CliUsageError("--query must not be empty")
     fields = parse_list(rank_fields, str, "--rank-fields") or None
@@ -105,7 +109,7 @@ def rank(
     documents: list[InputDocument] = read_documents(file, input_format)
     check_rank_fields(documents, fields, source)
     reranker = load_model_or_exit(
-        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens
+        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens, family=family
     )
     results = reranker.rank(
         query,

@@ -6,6 +6,8 @@ import logging
 
 import click
 
+from ._common import CliUsageError, OneLineErrorCommand, handle_errors, load_model_or_exit, model_options
+
 __all__ = ["serve"]
 
 logger = logging.getLogger(__name__)
@@ -13,11 +15,30 @@ logger = logging.getLogger(__name__)
 _ENV = "MXBAI_RERANK_"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+_EPILOG = """\b
+Examples:
+  mxbai-rerank serve -m mixedbread-ai/mxbai-rerank-base-v2 --api-key secret
+  mxbai-rerank serve -m ./my-model --device cuda --host 0.0.0.0 --port 8080 --api-key "$KEY"
+  MXBAI_RERANK_MODEL=./my-model MXBAI_RERANK_PORT=9000 mxbai-rerank serve --served-model-name rerank
+  curl -H 'Authorization: Bearer secret' localhost:8000/v1/reranking -d '{"query": "q", "input": ["a", "b"]}'
 
-@click.command("serve", context_settings={"show_default": True})
-@click.option("--model", "-m", required=True, envvar=f"{_ENV}MODEL", show_envvar=True, help="Hub name or local path.")
+\b
+Endpoints: POST /v1/reranking (Mixedbread), /v2/rerank and /v1/rerank (Cohere, Jina),
+/rerank (TEI); GET /v1/models, /health (200 once the warm-up pass succeeded), /metrics
+(Prometheus) and /docs (OpenAPI). Needs the [server] extra: pip install 'mxbai-rerank[server]'."""
+
+
+@click.command("serve", cls=OneLineErrorCommand, epilog=_EPILOG, context_settings={"show_default": True})
+@model_options(family=True, env_prefix=_ENV, model_required=True)
 @click.option("--host", default="127.0.0.1", envvar=f"{_ENV}HOST", show_envvar=True, help="Address to bind.")
-@click.option("--port", default=8000, type=click.IntRange(0, 65535), envvar=f"{_ENV}PORT", show_envvar=True)
+@click.option(
+    "--port",
+    default=8000,
+    type=click.IntRange(0, 65535),
+    envvar=f"{_ENV}PORT",
+    show_envvar=True,
+    help="TCP port to listen on (0: any free port).",
+)
 @click.option(
     "--api-key",
     default=None,
@@ -26,36 +47,12 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
     help="Require 'Authorization: Bearer KEY' on every endpoint but /health and /metrics.",
 )
 @click.option(
-    "--device", default=None, envvar=f"{_ENV}DEVICE", show_envvar=True, help="cuda, cpu, mps... [default: best]"
-)
-@click.option(
-    "--dtype",
-    default="auto",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-    envvar=f"{_ENV}DTYPE",
-    show_envvar=True,
-)
-@click.option(
-    "--max-length",
-    type=click.IntRange(min=1),
-    envvar=f"{_ENV}MAX_LENGTH",
-    show_envvar=True,
-    help="Most tokens of query plus document [default: the model's].",
-)
-@click.option(
-    "--max-batch-tokens",
-    type=click.IntRange(min=1),
-    envvar=f"{_ENV}MAX_BATCH_TOKENS",
-    show_envvar=True,
-    help="Padded tokens per forward pass [default: 8192 on CPU, 65536 on CUDA].",
-)
-@click.option(
     "--max-client-batch-size",
     default=1000,
     type=click.IntRange(min=1),
     envvar=f"{_ENV}MAX_CLIENT_BATCH_SIZE",
     show_envvar=True,
-    help="Most documents in one request.",
+    help="Most documents in one request; more are answered 413.",
 )
 @click.option(
     "--max-concurrent-requests",
@@ -78,17 +75,26 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     envvar=f"{_ENV}LOG_LEVEL",
     show_envvar=True,
+    help="Log level of the server and uvicorn.",
 )
-@click.option("--access-log/--no-access-log", default=False, envvar=f"{_ENV}ACCESS_LOG", show_envvar=True)
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    envvar=f"{_ENV}ACCESS_LOG",
+    show_envvar=True,
+    help="Log one line per HTTP request.",
+)
+@handle_errors
 def serve(
     model: str,
+    device: str,
+    max_length: int | None,
+    dtype: str,
+    max_batch_tokens: int | None,
+    family: str,
     host: str,
     port: int,
     api_key: str | None,
-    device: str | None,
-    dtype: str,
-    max_length: int | None,
-    max_batch_tokens: int | None,
     max_client_batch_size: int,
     max_concurrent_requests: int,
     served_model_name: tuple[str, ...],
@@ -96,25 +102,18 @@ def serve(
     access_log: bool,
 ) -> None:
     """Serve a reranker over HTTP with the Mixedbread, Cohere and TEI rerank APIs."""
-    from .._extras import MissingExtraError, require
+    from .._extras import require
 
-    try:
-        uvicorn = require("uvicorn", "server")
-        from ..server import ServerSettings, create_app
-    except MissingExtraError as exc:
-        raise click.ClickException(str(exc)) from exc
-    import mxbai_rerank
+    if api_key is not None and not api_key:
+        raise CliUsageError("--api-key must not be empty")
+    # A missing extra (MissingExtraError) is one line, before the model loads.
+    uvicorn = require("uvicorn", "server")
+    from ..server import ServerSettings, create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if api_key is not None and not api_key:
-        raise click.BadParameter("must not be empty", param_hint="--api-key")
-    load_kwargs: dict[str, object] = {"device": device, "torch_dtype": dtype, "max_batch_tokens": max_batch_tokens}
-    if max_length is not None:
-        load_kwargs["max_length"] = max_length
-    try:
-        reranker = mxbai_rerank.load(model, **load_kwargs)
-    except (mxbai_rerank.ModelLoadError, ValueError, OSError) as exc:
-        raise click.ClickException(f"cannot load {model!r}: {exc}") from exc
+    reranker = load_model_or_exit(
+        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens, family=family
+    )
     settings = ServerSettings(
         model_name=model,
         served_model_names=served_model_name,
@@ -123,11 +122,12 @@ def serve(
         max_concurrent_requests=max_concurrent_requests,
     )
     app = create_app(reranker, settings)
+    info = reranker.info()
     names = ", ".join(dict.fromkeys((model, *served_model_name)))
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(
-        f"mxbai-rerank serve: model {names} ({reranker.family}) on {reranker.device} in "
-        f"{str(reranker.dtype).removeprefix('torch.')}, max_batch_tokens={reranker.max_batch_tokens}; "
+        f"mxbai-rerank serve: model {names} ({info.family}) on {info.device} in {info.dtype}, "
+        f"max_batch_tokens={info.max_batch_tokens}; "
         f"listening on http://{shown_host}:{port} ({'API key required' if api_key else 'no API key'})",
         err=True,
     )
