@@ -19,6 +19,7 @@ from mxbai_rerank import (
     MxbaiRerankV2,
     Scorer,
     TransformerReranker,
+    identify_family,
     load,
     register_family,
 )
@@ -68,6 +69,8 @@ def test_other_causal_lms_are_refused_without_family(tmp_path: Path, config: dic
     path = _config_only(tmp_path / "some-reranker", config)
     with pytest.raises(ModelLoadError, match=r"cannot tell which reranker family.*family='mxbai-v2'"):
         load(str(path))
+    with pytest.raises(ModelLoadError, match="cannot tell which reranker family"):
+        identify_family(str(path))  # the same answer from the config alone
     # Forcing the family passes detection (what a user asks for is what they get).
     family, spec = detect_family(str(path), read_config(str(path)), "mxbai-v2")
     assert family.name == "mxbai-v2" and spec is None
@@ -97,6 +100,7 @@ def test_known_names_and_markers_identify_models(tmp_path: Path, v2_model_dir: P
     reranker = load(str(by_name), device="cpu", torch_dtype="float32")
     assert isinstance(reranker, MxbaiRerankV2) and reranker.estimated_max == 9.0
     assert isinstance(load(str(v1_model_dir), device="cpu"), MxbaiRerankV1)  # the fixture's marker
+    assert identify_family(str(v1_model_dir)).name == "mxbai-v1"
 
     def mark(config: dict) -> None:
         config["mxbai_rerank"] = {"family": "mxbai-v2", "estimated_max": 7.0}

@@ -35,8 +35,10 @@ _EXPORTS = {
     "Scorer": "._scorer",
     "ScorerInfo": "._scorer",
     "TransformerReranker": "._model",
+    "aggregate_windows": "._chunking",
     "available_families": "._registry",
     "get_family": "._registry",
+    "identify_family": "._loader",
     "load": "._loader",
     "register_family": "._registry",
 }
@@ -57,16 +59,19 @@ __all__ = [
     "ScorerInfo",
     "TransformerReranker",
     "__version__",
+    "aggregate_windows",
     "available_families",
     "get_family",
+    "identify_family",
     "load",
     "register_family",
 ]
 
 if TYPE_CHECKING:
+    from ._chunking import aggregate_windows
     from ._encoding import EncodedPairs
     from ._engine import ModelLoadError, NonFiniteScoreError
-    from ._loader import load
+    from ._loader import identify_family, load
     from ._model import RerankerOutput, TransformerReranker
     from ._registry import MODELS, ModelSpec, available_families, get_family, register_family
     from ._scorer import Scorer, ScorerInfo

@@ -48,9 +48,18 @@ class EncodedPairs:
     # Pairs with the same group id share a query (and so a long token prefix); ``None``
     # means one group. A backend may batch and cache prefixes per group.
     groups: list[int] | None = None
+    # With ``long_documents="chunk"``: per row, the window it holds, as
+    # (document index, start char, end char) in the document's scored text; ``None``: one row
+    # per document. Rows of one document are contiguous.
+    windows: list[tuple[int, int, int]] | None = None
 
     def __len__(self) -> int:
+        """Rows (pairs, or windows of pairs when chunked)."""
         return len(self.input_ids)
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.input_ids) if self.windows is None else (self.windows[-1][0] + 1 if self.windows else 0)
 
     @property
     def num_real_tokens(self) -> int:
@@ -71,7 +80,15 @@ class EncodedPairs:
         types = None
         if all(part.token_type_ids is not None for part in parts):
             types = [seq for part in parts for seq in part.token_type_ids or []]
-        return EncodedPairs(ids, types, groups)
+        windows = None
+        if any(part.windows is not None for part in parts):
+            windows, offset = [], 0
+            for part in parts:
+                # A part without windows has one row per document; its spans are not known here.
+                rows = part.windows or [(i, 0, -1) for i in range(len(part))]
+                windows.extend((offset + doc, start, end) for doc, start, end in rows)
+                offset += part.num_documents
+        return EncodedPairs(ids, types, groups, windows)
 
 
 class TokenizerPool:
@@ -112,6 +129,14 @@ class TokenizerPool:
         with self.borrow() as tok:
             return tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
+    def offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each text's tokens as (start, end) character offsets (no special tokens)."""
+        if not texts:
+            return []
+        with self.borrow() as tok:
+            out = tok(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return [[(int(a), int(b)) for a, b in row] for row in out]
+
     def pairs(self, first: list[str], second: list[str], max_length: int) -> dict[str, list[list[int]]]:
         with self.borrow() as tok:
             return tok(first, second, truncation=True, max_length=max_length, return_attention_mask=False).data
@@ -121,12 +146,16 @@ class TokenizerPool:
         with self.borrow() as tok:
             ids = tok(text, add_special_tokens=False)["input_ids"]
             back = tok.decode(ids) if ids else ""
-        if not ids or " ".join(back.split()) != " ".join(text.split()):
+            unknown = tok.unk_token_id
+
+        def letters(s: str) -> str:  # tokenizers may normalise case, spaces and punctuation
+            return "".join(ch for ch in s.lower() if ch.isalnum())
+
+        if not ids or all(i == unknown for i in ids) or letters(back) != letters(text):
             raise ValueError(
                 f"the tokenizer does not round-trip a test string ({text!r} -> {len(ids)} tokens -> {back!r}); "
                 "the model folder probably lacks its tokenizer files (tokenizer.json, vocab/merges)"
             )
-
 
     def cut(self, text: str, max_tokens: int) -> str:
         """``text`` without the characters that cannot survive truncation to ``max_tokens`` tokens."""
@@ -138,10 +167,15 @@ class PairEncoder(Protocol):
     """Turns pairs into token ids; ``max_length`` bounds query + document tokens."""
 
     max_length: int
+    tokenizers: TokenizerPool
 
     def encode(
         self, queries: Sequence[str], documents: Sequence[str], instruction: str | None = None
     ) -> EncodedPairs: ...
+
+    def document_room(self, query: str, instruction: str | None = None) -> int:
+        """Tokens of a document's own text that fit next to ``query`` without truncation."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -211,6 +245,15 @@ class PromptPairEncoder:
             text = self.template.instruction.format(instruction=instruction) + self.template.sep + text
         return text
 
+    def document_room(self, query: str, instruction: str | None = None) -> int:
+        num, den = self.template.query_share
+        q = len(self.tokenizers.ids([self.tokenizers.cut(self.query_text(query, instruction), self.max_length)])[0])
+        q = min(q, self.max_length * num // den)
+        room = min(self.max_length - q - len(self.sep_ids), self.model_max_length - q - self.fixed_length)
+        label = len(self.tokenizers.ids([self.template.document.format(document="")])[0])
+        # One token of slack: the label and the text may merge into one token at their boundary.
+        return max(room - label - 1, 0)
+
     def encode(self, queries: Sequence[str], documents: Sequence[str], instruction: str | None = None) -> EncodedPairs:
         distinct = list(dict.fromkeys(queries))
         num, den = self.template.query_share
@@ -235,6 +278,15 @@ class TokenizerPairEncoder:
     def __init__(self, tokenizers: TokenizerPool, max_length: int) -> None:
         self.tokenizers = tokenizers
         self.max_length = max_length
+
+    def document_room(self, query: str, instruction: str | None = None) -> int:
+        with self.tokenizers.borrow() as tok:
+            specials = tok.num_special_tokens_to_add(pair=True)
+        q = len(self.tokenizers.ids([self.tokenizers.cut(query, self.max_length)])[0])
+        # Pair truncation cuts the longer side first, so a long query leaves the document
+        # at least half of the room.
+        budget = self.max_length - specials
+        return max(budget - q, budget // 2, 0) if q > budget // 2 else max(budget - q, 0)
 
     def encode(self, queries: Sequence[str], documents: Sequence[str], instruction: str | None = None) -> EncodedPairs:
         if instruction:

@@ -11,6 +11,17 @@ from ._model import TransformerReranker
 from ._registry import DEFAULT_MODEL, RerankerFamily, detect_family
 
 
+def identify_family(
+    model_name_or_path: str, family: str | RerankerFamily | None = None, **hub_kwargs: Any
+) -> RerankerFamily:
+    """The family ``load`` would use for this checkpoint, read from its config alone (no weights).
+
+    Raises :class:`ModelLoadError` exactly where ``load`` would refuse the model.
+    """
+    config = read_config(str(model_name_or_path), **split_kwargs(hub_kwargs)[0])
+    return detect_family(str(model_name_or_path), config, family)[0]
+
+
 def load(
     model_name_or_path: str = DEFAULT_MODEL, family: str | RerankerFamily | None = None, **kwargs: Any
 ) -> TransformerReranker:
@@ -20,8 +31,7 @@ def load(
     Unknown models are refused with a :class:`ModelLoadError` that says how to force a family.
     ``kwargs`` go to the reranker class (see :class:`~mxbai_rerank.MxbaiRerankV2`).
     """
-    hub_kwargs, _ = split_kwargs(kwargs)
-    chosen, _spec = detect_family(str(model_name_or_path), read_config(str(model_name_or_path), **hub_kwargs), family)
+    chosen = identify_family(model_name_or_path, family, **kwargs)
     module, name = chosen.reranker_class.split(":")
     cls = getattr(importlib.import_module(module), name)
     if cls is TransformerReranker:

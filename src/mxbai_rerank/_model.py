@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ._chunking import Chunking, aggregate_windows, encode_chunked
 from ._documents import Document, check_documents, check_query, documents_to_texts, normalize_rank_fields
 from ._encoding import EncodedPairs
 from ._engine import ModelLoadError, NonFiniteScoreError, ScoringEngine, split_kwargs
@@ -152,16 +153,32 @@ class TransformerReranker(BaseReranker, TorchModule):
         *,
         instruction: str | None = None,
         rank_fields: Sequence[str] | None = None,
+        long_documents: str = "truncate",
+        chunk_size: int | None = None,
+        chunk_stride: int | None = None,
     ) -> EncodedPairs:
-        """Token ids for ``(queries[i], documents[i])``, truncated as the model expects."""
+        """Token ids for ``(queries[i], documents[i])``, truncated as the model expects.
+
+        With ``long_documents="chunk"`` a document that does not fit becomes several rows, one
+        per window (``EncodedPairs.windows``); aggregate their raw scores with
+        :func:`mxbai_rerank.aggregate_windows`.
+        """
         if len(queries) != len(documents):
             raise ValueError(f"got {len(queries)} queries but {len(documents)} documents")
         for q in set(queries):
             check_query(q)
         if instruction is not None:
             check_query(instruction, "instruction")
+        chunking = Chunking.from_options(long_documents, chunk_size, chunk_stride)
         texts = documents_to_texts(check_documents(documents), normalize_rank_fields(rank_fields))
-        return self.engine.encode(list(queries), texts, instruction)
+        return self._encode_texts(list(queries), texts, instruction, chunking)
+
+    def _encode_texts(
+        self, queries: list[str], texts: list[str], instruction: str | None, chunking: Chunking | None
+    ) -> EncodedPairs:
+        if chunking is None:
+            return self.engine.encode(queries, texts, instruction)
+        return encode_chunked(self.engine.encoder, queries, texts, instruction, chunking)
 
     def score_encoded(
         self,
@@ -207,15 +224,58 @@ class TransformerReranker(BaseReranker, TorchModule):
         batch_size: int | None = None,
         max_batch_tokens: int | None = None,
         show_progress: bool = False,
+        long_documents: str = "truncate",
+        chunk_size: int | None = None,
+        chunk_stride: int | None = None,
+        chunk_aggregate: str = "max",
     ) -> np.ndarray:
         """Scores for ``(queries[i], documents[i])`` in input order, as ``rank`` reports them."""
-        encoded = self.encode_pairs(queries, documents, instruction=instruction, rank_fields=rank_fields)
+        chunking = Chunking.from_options(long_documents, chunk_size, chunk_stride, chunk_aggregate)
+        encoded = self.encode_pairs(
+            queries, documents, instruction=instruction, rank_fields=rank_fields, long_documents=long_documents,
+            chunk_size=chunk_size, chunk_stride=chunk_stride,
+        )  # fmt: skip
         raw = self.score_encoded(
             encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
         )
+        if chunking is not None and encoded.windows is not None:
+            raw, _ = aggregate_windows(raw, encoded.windows, chunking.aggregate)
         return self.postprocess(raw, normalize=normalize)
 
     # -- upstream contract ------------------------------------------------------------------
+    def _scores_and_spans(
+        self,
+        *,
+        queries: list[str],
+        documents: list[str],
+        batch_size: int | None,
+        show_progress: bool,
+        long_documents: str = "truncate",
+        chunk_size: int | None = None,
+        chunk_stride: int | None = None,
+        chunk_aggregate: str = "max",
+        **kwargs: Any,
+    ) -> tuple[np.ndarray, list[tuple[int, int]] | None]:
+        chunking = Chunking.from_options(long_documents, chunk_size, chunk_stride, chunk_aggregate)
+        if chunking is None:
+            return super()._scores_and_spans(
+                queries=queries, documents=documents, batch_size=batch_size, show_progress=show_progress, **kwargs
+            )
+        normalize = bool(kwargs.pop("normalize", False))
+        instruction = kwargs.pop("instruction", None)
+        max_batch_tokens = kwargs.pop("max_batch_tokens", None)
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        if instruction is not None:
+            check_query(instruction, "instruction")
+        encoded = self._encode_texts(list(queries), list(documents), instruction, chunking)
+        raw = self.score_encoded(
+            encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
+        )
+        assert encoded.windows is not None
+        doc_raw, spans = aggregate_windows(raw, encoded.windows, chunking.aggregate)
+        return self.postprocess(doc_raw, normalize=normalize), spans
+
     def _compute_scores(
         self,
         *,

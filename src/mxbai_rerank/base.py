@@ -22,11 +22,17 @@ __all__ = ["BaseReranker", "RankResult"]
 
 @dataclass
 class RankResult:
-    """One ranked document: its position in the input, its score, and (optionally) itself."""
+    """One ranked document: its position in the input, its score, and (optionally) itself.
+
+    ``span``: with ``long_documents="chunk"``, the (start, end) character range of the window
+    that scored best, in the document's scored text (for a JSON object: the text its
+    ``rank_fields`` make); ``None`` otherwise.
+    """
 
     index: int
     score: float
     document: Document | None
+    span: tuple[int, int] | None = None
 
 
 class BaseReranker:
@@ -58,7 +64,9 @@ class BaseReranker:
             sort: Best first (ties by input order); otherwise input order.
             return_documents: Put each input document in its :class:`RankResult`.
             show_progress: A progress bar over batches.
-            **kwargs: Model options, e.g. ``instruction``, ``normalize``, ``rank_fields``.
+            **kwargs: Model options, e.g. ``instruction``, ``normalize``, ``rank_fields``, and for
+                documents longer than the window ``long_documents="chunk"`` with ``chunk_size``,
+                ``chunk_stride`` (tokens) and ``chunk_aggregate`` (``"max"``, ``"first"``, ``"mean"``).
         """
         check_query(query)
         documents = check_documents(documents)
@@ -93,17 +101,29 @@ class BaseReranker:
             return []
         # ``rank`` validated the documents; here they only become the texts the model scores.
         texts = documents_to_texts(documents, normalize_rank_fields(kwargs.pop("rank_fields", None)))
-        scores = np.asarray(
-            self._compute_scores(
-                queries=queries, documents=texts, batch_size=batch_size, show_progress=show_progress, **kwargs
-            ),
-            dtype=np.float64,
+        raw_scores, spans = self._scores_and_spans(
+            queries=queries, documents=texts, batch_size=batch_size, show_progress=show_progress, **kwargs
         )
+        scores = np.asarray(raw_scores, dtype=np.float64)
         top_scores, top_indices = top_k_numpy(scores, top_k, sort=sort)
         return [
-            RankResult(index=int(i), score=float(s), document=documents[i] if return_documents else None)
+            RankResult(
+                index=int(i),
+                score=float(s),
+                document=documents[i] if return_documents else None,
+                span=None if spans is None else spans[i],
+            )
             for i, s in zip(top_indices, top_scores)
         ]
+
+    def _scores_and_spans(
+        self, *, queries: list[str], documents: list[str], batch_size: int, show_progress: bool, **kwargs: Any
+    ) -> tuple[Any, list[tuple[int, int]] | None]:
+        """Scores of text pairs and, where documents were split into windows, each one's best span."""
+        scores = self._compute_scores(
+            queries=queries, documents=documents, batch_size=batch_size, show_progress=show_progress, **kwargs
+        )
+        return scores, None
 
     def _compute_scores(
         self,

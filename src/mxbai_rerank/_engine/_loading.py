@@ -117,7 +117,7 @@ def read_config(name_or_path: str, **kwargs: Any) -> Any:
             json.loads((path / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"model directory {str(path)!r} has an unreadable config.json: {exc}") from exc
-    elif _looks_like_local_path(str(name_or_path)):
+    elif looks_like_local_path(str(name_or_path)):
         raise ModelLoadError(f"model directory {str(name_or_path)!r} does not exist")
     try:
         return AutoConfig.from_pretrained(str(name_or_path), **kwargs)
@@ -129,7 +129,7 @@ def read_config(name_or_path: str, **kwargs: Any) -> Any:
         ) from exc
 
 
-def _looks_like_local_path(name: str) -> bool:
+def looks_like_local_path(name: str) -> bool:
     # Hub ids are ``name`` or ``org/name``; anything else that does not exist is a bad path.
     return name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1 or "\\" in name
 

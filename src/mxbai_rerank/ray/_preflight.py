@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .. import ModelLoadError
-
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -345,25 +343,12 @@ def check_output(
         raise PairsInputError(f"cannot create output {output!r}: folder {str(ancestor)!r} is not writable")
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are ``name`` or ``org/name``; anything else names a local path.
-    return name.startswith(("/", "./", "../", "~", ".\\", "\\")) or name.count("/") > 1 or "\\" in name
+def check_model_path(model: str, family: str | None = None) -> None:
+    """A :class:`~mxbai_rerank.ModelLoadError` when ``model`` names a local path that ``load`` would
+    refuse (missing, a file, no readable ``config.json``, not a known reranker family), read from
+    its config alone. Hub ids are not checked here (that needs the network)."""
+    from .._engine._loading import looks_like_local_path
+    from .._loader import identify_family
 
-
-def check_model_path(model: str) -> None:
-    """A :class:`~mxbai_rerank.ModelLoadError` when ``model`` names a local path that is not a model
-    directory (missing, a file, no readable ``config.json``). Hub ids are not checked here."""
-    path = Path(os.path.expanduser(model))
-    if not path.exists():
-        if _looks_like_path(model):
-            raise ModelLoadError(f"model directory {model!r} does not exist")
-        return
-    if not path.is_dir():
-        raise ModelLoadError(f"model path {model!r} is a file; pass the model directory")
-    config = path / "config.json"
-    if not config.is_file():
-        raise ModelLoadError(f"model directory {model!r} has no config.json: not a Hugging Face model")
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"model directory {model!r} has an unreadable config.json: {_first_line(exc)}") from None
+    if Path(os.path.expanduser(model)).exists() or looks_like_local_path(model):
+        identify_family(model, family)
