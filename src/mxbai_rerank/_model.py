@@ -62,7 +62,7 @@ class TransformerReranker(BaseReranker, TorchModule):
             tokenizer's limit); ``None`` or ``0``: the model's whole window.
         tokenizer_kwargs: Passed to ``AutoTokenizer.from_pretrained``.
         disable_transformers_warnings: Set transformers' verbosity to errors only.
-        max_batch_tokens: Padded tokens per forward pass (default 8192 on CPU, 65536 on CUDA).
+        max_batch_tokens: Padded tokens per forward pass (default: ``_registry.DEFAULT_MAX_BATCH_TOKENS``).
         backend: Engine backend name or object (default ``"torch"``).
         **kwargs: Hub keywords (``revision``, ``token``, ``cache_dir``, ``trust_remote_code``,
             ``local_files_only``...) go to config, model and tokenizer; the rest to the model's

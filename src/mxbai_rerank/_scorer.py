@@ -56,8 +56,15 @@ class Scorer(Protocol):
         *,
         instruction: str | None = None,
         rank_fields: Sequence[str] | None = None,
+        long_documents: str = "truncate",
+        chunk_size: int | None = None,
+        chunk_stride: int | None = None,
     ) -> EncodedPairs:
-        """Token ids of ``(queries[i], documents[i])``, truncated as the model expects."""
+        """Token ids of ``(queries[i], documents[i])``, truncated as the model expects.
+
+        With ``long_documents="chunk"`` the rows are windows (``EncodedPairs.windows``): reduce
+        their raw scores to one per document with :func:`mxbai_rerank.aggregate_windows`.
+        """
         ...
 
     def score_encoded(

@@ -45,7 +45,7 @@ class MxbaiRerankV2(TransformerReranker):
         disable_transformers_warnings: Set transformers' verbosity to errors only.
         estimated_max: For ``normalize=True``; default: the model's own value (9.0 base, 12.0
             large, else the config marker's, else 12.0). ``0.0`` is honoured.
-        max_batch_tokens: Padded tokens per forward pass (default 8192 on CPU, 65536 on CUDA).
+        max_batch_tokens: Padded tokens per forward pass (default: ``_registry.DEFAULT_MAX_BATCH_TOKENS``).
         backend: Engine backend (default ``"torch"``).
         **kwargs: Hub keywords go to config, model and tokenizer; the rest to
             ``AutoModelForCausalLM.from_pretrained``.

@@ -7,16 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .families._base import sigmoid
+
 __all__ = ["TorchModule", "auto_device", "ensure_multiple_of_8", "sigmoid", "sigmoid_normalize", "top_k_numpy"]
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def sigmoid(x: Any) -> np.ndarray:
-    """The logistic function of an array, computed in float64 without overflow, as float32."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + e^-x), stable for any sign
-    return out.astype(np.float32)
 
 
 def sigmoid_normalize(x: Any, estimated_max: float = 9.0) -> Any:

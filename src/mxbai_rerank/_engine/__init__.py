@@ -24,7 +24,7 @@ import torch
 
 from .._encoding import EncodedPairs, PairEncoder, TokenizerPool
 from .._heads import ScoreHead
-from .._registry import ModelSpec
+from .._registry import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_PADDING, ModelSpec
 from ..families import RerankerFamily
 from ._backends import Backend, get_backend
 from ._loading import ModelLoadError, quiet_transformers, read_config, resolve_device, resolve_dtype
@@ -37,13 +37,6 @@ logger = logging.getLogger(__name__)
 # tokenizer alike.
 HUB_KWARGS = ("revision", "token", "cache_dir", "trust_remote_code", "local_files_only", "subfolder", "proxies")
 
-# Padded tokens per forward pass when the caller gives no budget. On CPU larger batches do not
-# run faster and only cost memory; on a GPU they fill the device.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536, "mps": 16384}
-# Most share of a batch that may be padding. A CPU gains almost nothing from larger batches
-# (throughput per token is flat from 512 to 8192 tokens), so it batches only near-equal
-# lengths; a GPU trades some padding for fuller batches.
-DEFAULT_MAX_PADDING = {"cpu": 0.1, "cuda": 0.3, "mps": 0.2}
 # A test string every tokenizer must encode and decode back (a folder without tokenizer
 # files yields an empty vocabulary that encodes nothing).
 _ROUND_TRIP = "query: Who wrote 'To Kill a Mockingbird'? document: Harper Lee, 1960."

@@ -21,7 +21,18 @@ from typing import IO, Any
 
 import click
 
-from ._common import DEBUG_ENV, CliError, OneLineErrorCommand, handle_errors, model_options, stderr_is_terminal
+from ._common import (
+    DEBUG_ENV,
+    CliError,
+    OneLineErrorCommand,
+    check_model_source,
+    chunking_kwargs,
+    chunking_options,
+    first_line,
+    handle_errors,
+    model_options,
+    stderr_is_terminal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +40,6 @@ __all__ = ["batch"]
 
 # How many ``cause`` links to follow when reducing a Ray error to its root cause.
 _MAX_CAUSE_DEPTH = 10
-
-
-def _one_line(text: object) -> str:
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 _ERROR_LINE = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception)): (\S.*)$")
@@ -55,14 +61,14 @@ def _describe_ray_error(exc: BaseException) -> str:
     for error in reversed(chain):
         if type(error).__module__.startswith("ray."):
             continue
-        if _one_line(error):
-            return f"{type(error).__name__}: {_one_line(error)}"
+        if first_line(error):
+            return f"{type(error).__name__}: {first_line(error)}"
     for error in chain:
         for line in reversed(str(error).splitlines()):
             match = _ERROR_LINE.match(line)
             if match:
                 return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2).strip()}"
-    return f"{type(exc).__name__}: {_one_line(exc) or 'see the Ray logs (/tmp/ray/session_latest/logs)'}"
+    return f"{type(exc).__name__}: {first_line(exc) or 'see the Ray logs (/tmp/ray/session_latest/logs)'}"
 
 
 def _start_ray(ray: Any, address: str | None, *, verbose: bool) -> bool:
@@ -89,9 +95,11 @@ def _local_cpus_per_actor(ray: Any, num_actors: int, requested: float | None, gp
     read tasks feeding it and the run waits forever. A fixed local instance never grows,
     so such a pool is refused (or, with no explicit ``requested``, shrunk to fit).
     """
+    from ..ray._pipeline import actor_cpu_budget
+
     available = ray.cluster_resources()
     total_cpus = float(available.get("CPU", 0))
-    spare = total_cpus - 1 if total_cpus > 1 else total_cpus / 2
+    spare = actor_cpu_budget(total_cpus)
     fits = spare / num_actors
     cpus = min(1.0, fits) if requested is None else requested
     if num_actors * cpus > spare + 1e-9:
@@ -257,7 +265,7 @@ Examples:
 
 
 @click.command("batch", cls=OneLineErrorCommand, epilog=_EXAMPLES)
-@model_options()
+@model_options(family=True)
 @click.option(
     "--input",
     "input_path",
@@ -311,6 +319,7 @@ Examples:
     help="Show Ray's own output: its log lines, progress bars and the workers' output. Default: one "
     "progress bar of rows scored (when stderr is a terminal), and an error as one line.",
 )
+@chunking_options
 @handle_errors
 def batch(
     model: str,
@@ -318,6 +327,7 @@ def batch(
     max_length: int | None,
     dtype: str,
     max_batch_tokens: int | None,
+    family: str,
     input_path: str,
     output_path: str,
     input_format: str,
@@ -331,6 +341,10 @@ def batch(
     score_column: str,
     overwrite: bool,
     verbose: bool,
+    long_documents: str,
+    chunk_size: int | None,
+    chunk_stride: int | None,
+    chunk_aggregate: str,
 ) -> None:
     """Score millions of (query, document) pairs on a Ray cluster into Parquet.
 
@@ -351,8 +365,11 @@ def batch(
     from ..ray._preflight import check_model_path, check_output
 
     # Everything that can be checked without Ray, before Ray starts (seconds, and its own output).
+    chosen_family = None if family == "auto" else family
+    chunking = chunking_kwargs(long_documents, chunk_size, chunk_stride, chunk_aggregate)
     if not ray_address:
-        check_model_path(model)  # the local workers see this machine's files and cache
+        check_model_source(model)  # announce a hub download; fail fast when the hub is unreachable
+        check_model_path(model, chosen_family)  # the local workers see this machine's files and cache
         _check_local_gpus(num_actors, num_gpus_per_actor, device)
     inspect_pairs(
         input_path, input_format=input_format, score_column=score_column, group_by=["query"] if top_k_per_query else []
@@ -368,7 +385,7 @@ def batch(
             try:
                 started = _start_ray(ray, ray_address, verbose=verbose)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise CliError(f"cannot start or join Ray ({ray_address or 'local'}): {_one_line(exc)}") from None
+                raise CliError(f"cannot start or join Ray ({ray_address or 'local'}): {first_line(exc)}") from None
             if started and not ray_address:
                 num_cpus_per_actor = _local_cpus_per_actor(ray, num_actors, num_cpus_per_actor, num_gpus_per_actor)
             with _ray_output(ray, verbose=verbose):
@@ -389,7 +406,11 @@ def batch(
                     torch_dtype=None if dtype == "auto" else dtype,
                     max_batch_tokens=max_batch_tokens,
                     score_column=score_column,
-                    model_kwargs={} if max_length is None else {"max_length": max_length},
+                    model_kwargs={
+                        **({} if max_length is None else {"max_length": max_length}),
+                        **({} if chosen_family is None else {"family": chosen_family}),
+                    },
+                    chunking=chunking,
                 )
         except ray.exceptions.RayError as exc:
             if os.environ.get(DEBUG_ENV):

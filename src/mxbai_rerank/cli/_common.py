@@ -20,6 +20,8 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .._registry import DEFAULT_MODEL, available_families, describe_budget_defaults
+
 # Nothing here imports torch or transformers at module level: ``mxbai-rerank --help``, every
 # ``<subcommand> --help`` and every usage error must stay fast. Heavy imports live in the
 # functions that need them.
@@ -39,11 +41,15 @@ __all__ = [
     "OneLineErrorCommand",
     "check_model_source",
     "check_rank_fields",
+    "chunking_kwargs",
+    "chunking_options",
     "default_output_format",
+    "first_line",
     "handle_errors",
     "input_format_option",
     "load_model_or_exit",
     "model_options",
+    "one_line",
     "one_line_usage_error",
     "parse_list",
     "read_documents",
@@ -57,9 +63,8 @@ DEBUG_ENV = "MXBAI_RERANK_DEBUG"
 MODEL_ENV = "MXBAI_RERANK_MODEL"
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 # The model families ``mxbai_rerank.load(family=...)`` accepts, plus "auto" (detect from the
-# config). Hard-coded here, the one place, until ``mxbai_rerank.families.available_families()``
-# lands; even then the list must not cost an import of torch when ``--help`` is shown.
-FAMILY_CHOICES = ("auto", "mxbai-v1", "mxbai-v2")
+# config). The registry imports no torch, so ``--help`` stays fast.
+FAMILY_CHOICES = ("auto", *available_families())
 INPUT_FORMAT_CHOICES = ("auto", "text", "jsonl")
 # Seconds to wait for the Hugging Face hub to answer before calling it unreachable.
 HUB_CHECK_TIMEOUT_S = 3.0
@@ -121,8 +126,15 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type name when it has none)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def first_line(text: object) -> str:
+    """The first non-blank line of a (multi-line) message, e.g. a Ray error's headline."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def handle_errors(func: F) -> F:
@@ -142,7 +154,7 @@ def handle_errors(func: F) -> F:
         except _expected_errors() as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            raise CliError(_one_line(exc)) from exc
+            raise CliError(one_line(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -237,7 +249,7 @@ def _hub_unreachable(endpoint: str, timeout: float) -> str | None:
             get_session().head(endpoint, timeout=timeout)
             outcome.append(None)
         except Exception as exc:
-            outcome.append(_one_line(exc))
+            outcome.append(one_line(exc))
 
     thread = threading.Thread(target=probe, name="mxbai-rerank-hub-check", daemon=True)
     thread.start()
@@ -329,7 +341,8 @@ def load_model_or_exit(
                 family=None if family in (None, "auto") else family,
                 device=None if device in (None, "auto") else device,
                 torch_dtype=None if dtype in (None, "auto") else dtype,
-                max_length=max_length,
+                # Unset: the family's default (None would mean the model's whole window).
+                **({} if max_length is None else {"max_length": max_length}),
                 max_batch_tokens=max_batch_tokens,
                 disable_transformers_warnings=True,
                 **kwargs,
@@ -337,7 +350,7 @@ def load_model_or_exit(
     except (ModelLoadError, MissingExtraError, OSError, ValueError) as exc:
         if os.environ.get(DEBUG_ENV):
             raise
-        message = _one_line(exc)
+        message = one_line(exc)
         raise CliError(message if model in message else f"cannot load model {model!r}: {message}") from exc
     finally:
         hub_logging.set_verbosity(hub_level)
@@ -368,7 +381,7 @@ def model_options(
         model_default: dict[str, Any] = (
             {"required": True}
             if model_required
-            else {"default": "mixedbread-ai/mxbai-rerank-base-v2", "show_default": True}
+            else {"default": DEFAULT_MODEL, "show_default": True}
         )
         options = [
             click.option(
@@ -414,7 +427,7 @@ def model_options(
                     "--max-batch-tokens",
                     type=click.IntRange(min=1),
                     default=None,
-                    help="Most padded tokens in one forward pass [default: 8192 on CPU, 16384 on MPS, 65536 on CUDA].",
+                    help=f"Most padded tokens in one forward pass [default: {describe_budget_defaults()}].",
                     **_envvar(env_prefix, "MAX_BATCH_TOKENS"),
                 )
             )
@@ -435,6 +448,64 @@ def model_options(
         return func
 
     return decorate
+
+
+def chunking_options(func: F) -> F:
+    """``--long-documents``, ``--chunk-size``, ``--chunk-stride`` and ``--chunk-aggregate`` (the
+    command then takes those four arguments; :func:`chunking_kwargs` turns them into options)."""
+    options = [
+        click.option(
+            "--long-documents",
+            type=click.Choice(["truncate", "chunk"]),
+            default="truncate",
+            show_default=True,
+            help="Documents longer than the window: cut them (as upstream), or score overlapping windows "
+            "and aggregate.",
+        ),
+        click.option(
+            "--chunk-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="With chunk: document tokens per window [default: what fits next to the query].",
+        ),
+        click.option(
+            "--chunk-stride",
+            type=click.IntRange(min=1),
+            default=None,
+            help="With chunk: tokens between window starts, smaller than the window [default: 3/4 of it].",
+        ),
+        click.option(
+            "--chunk-aggregate",
+            type=click.Choice(["max", "first", "mean"]),
+            default="max",
+            show_default=True,
+            help="With chunk: a document's score from its windows' scores.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def chunking_kwargs(
+    long_documents: str, chunk_size: int | None, chunk_stride: int | None, chunk_aggregate: str
+) -> dict[str, Any]:
+    """The library's keyword arguments for the chunking options, or a one-line usage error."""
+    from .._chunking import Chunking
+
+    try:
+        Chunking.from_options(long_documents, chunk_size, chunk_stride, chunk_aggregate)
+    except ValueError as exc:
+        message = str(exc).replace("chunk_", "--chunk-").replace("long_documents", "--long-documents")
+        raise CliUsageError(message) from None
+    if long_documents == "truncate":
+        return {}
+    return {
+        "long_documents": "chunk",
+        "chunk_size": chunk_size,
+        "chunk_stride": chunk_stride,
+        "chunk_aggregate": chunk_aggregate,
+    }
 
 
 def input_format_option(func: F) -> F:

@@ -10,6 +10,8 @@ import click
 from ._common import (
     CliUsageError,
     OneLineErrorCommand,
+    chunking_kwargs,
+    chunking_options,
     handle_errors,
     load_model_or_exit,
     model_options,
@@ -23,6 +25,7 @@ Examples:
   mxbai-rerank eval -m mixedbread-ai/mxbai-rerank-base-v2 --dataset beir:scifact -o out/scifact
   mxbai-rerank eval -m ./my-model --dataset ./nfcorpus --split test --top-k 50
   mxbai-rerank eval --dataset ./fiqa --first-stage runs/splade.trec --instruction "Find financial answers"
+  mxbai-rerank eval -m mixedbread-ai/mxbai-rerank-base-v1 --dataset ./long-docs --long-documents chunk
 
 \b
 DIR is a BEIR-format collection: corpus.jsonl (_id, title, text), queries.jsonl (_id, text)
@@ -85,6 +88,7 @@ def format_comparison(first_stage: dict[str, float], reranked: dict[str, float])
 @click.option(
     "--max-queries", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries (quick checks)."
 )
+@chunking_options
 @handle_errors
 def eval_command(
     model: str,
@@ -100,11 +104,16 @@ def eval_command(
     output: str | None,
     instruction: str | None,
     max_queries: int | None,
+    long_documents: str,
+    chunk_size: int | None,
+    chunk_stride: int | None,
+    chunk_aggregate: str,
 ) -> None:
     """Evaluate a reranker on a BEIR-format collection: nDCG@10, MRR@10, Recall@100 before and after reranking."""
     from ..evaluation import evaluate, load_beir, read_trec_run, resolve_dataset
 
     progress = stderr_is_terminal()
+    chunking = chunking_kwargs(long_documents, chunk_size, chunk_stride, chunk_aggregate)
     if output is not None and Path(output).exists() and not Path(output).is_dir():
         raise CliUsageError(f"--output {output!r} exists and is not a directory")
     # Everything that can fail on the user's input fails before the model loads.
@@ -125,6 +134,7 @@ def eval_command(
         instruction=instruction,
         max_queries=max_queries,
         output_dir=output,
+        chunking=chunking,
         show_progress=progress,
     )
     info, timing = result.dataset, result.timing

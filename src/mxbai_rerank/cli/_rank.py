@@ -13,6 +13,8 @@ from ._common import (
     InputDocument,
     OneLineErrorCommand,
     check_rank_fields,
+    chunking_kwargs,
+    chunking_options,
     default_output_format,
     handle_errors,
     input_format_option,
@@ -29,6 +31,7 @@ Examples:
   mxbai-rerank rank -m mixedbread-ai/mxbai-rerank-base-v2 -q "capital of France" docs.txt
   cat docs.jsonl | mxbai-rerank rank -q "sleep apnea" --rank-fields title,text --top-k 3 -
   mxbai-rerank rank -q "fix a memory leak" --instruction "Find code" --format json code.jsonl
+  mxbai-rerank rank -q "side effects" --long-documents chunk --chunk-size 256 long_docs.txt
   mxbai-rerank rank -m ./renamed-copy --family mxbai-v2 -q "parse a date" --input-format text notes.txt
 
 \b
@@ -75,6 +78,7 @@ def _table(rows: list[dict[str, Any]], width: int) -> str:
 @click.option(
     "--normalize", is_flag=True, help="v2 models: map raw scores into (0, 1); v1 scores are already in (0, 1)."
 )
+@chunking_options
 @input_format_option
 @click.option(
     "--format",
@@ -97,6 +101,10 @@ def rank(
     top_k: int,
     rank_fields: str | None,
     normalize: bool,
+    long_documents: str,
+    chunk_size: int | None,
+    chunk_stride: int | None,
+    chunk_aggregate: str,
     input_format: str,
     output_format: str | None,
     file: str,
@@ -105,6 +113,7 @@ def rank(
     if not query.strip():
         raise CliUsageError("--query must not be empty")
     fields = parse_list(rank_fields, str, "--rank-fields") or None
+    chunking = chunking_kwargs(long_documents, chunk_size, chunk_stride, chunk_aggregate)
     source = "<stdin>" if file == "-" else file
     documents: list[InputDocument] = read_documents(file, input_format)
     check_rank_fields(documents, fields, source)
@@ -120,6 +129,7 @@ def rank(
         rank_fields=fields,
         batch_size=len(documents),
         return_documents=False,
+        **chunking,
     )
     rows = [
         {
@@ -128,6 +138,8 @@ def rank(
             "line": documents[result.index].line,
             "score": result.score,
             "document": documents[result.index].value,
+            # With --long-documents chunk: the best window's character range in the scored text.
+            **({} if result.span is None else {"span": list(result.span)}),
         }
         for position, result in enumerate(results, start=1)
     ]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import BaseReranker, Scorer
+from .. import BaseReranker, Scorer, aggregate_windows
 from ._beir import BeirDataset, load_beir, resolve_dataset
 from ._first_stage import BM25Settings, bm25_search, candidates_from_run
 from ._metrics import METRICS, compute_metrics
@@ -106,15 +106,22 @@ def _score(
     groups: Sequence[tuple[str, list[str]]],
     instruction: str | None,
     max_batch_tokens: int | None,
+    chunking: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Scores of every ``(query, document)`` of ``groups`` (one query, its documents), in order."""
     if isinstance(reranker, Scorer):
         # One call for the whole chunk: the forward passes are packed by tokens across queries.
         queries = [query for query, docs in groups for _ in docs]
         documents = [doc for _, docs in groups for doc in docs]
-        encoded = reranker.encode_pairs(queries, documents, instruction=instruction)
+        options = dict(chunking or {})
+        aggregate = options.pop("chunk_aggregate", "max")
+        encoded = reranker.encode_pairs(queries, documents, instruction=instruction, **options)
         raw = reranker.score_encoded(encoded, max_batch_tokens=max_batch_tokens)
+        if encoded.windows is not None:  # long documents split into windows: one score per document
+            raw, _ = aggregate_windows(raw, encoded.windows, aggregate)
         return np.asarray(reranker.postprocess(raw), dtype=np.float64)
+    if chunking:
+        raise ValueError("long-document chunking needs a Scorer (mxbai_rerank.load(...)), not a predict-only reranker")
     # A generic BaseReranker: its public ``rank``, which batches ``predict`` calls.
     extra = {"instruction": instruction} if instruction else {}
     parts = []
@@ -141,6 +148,7 @@ def rerank_candidates(
     *,
     instruction: str | None = None,
     max_batch_tokens: int | None = None,
+    chunking: Mapping[str, Any] | None = None,
     show_progress: bool = False,
 ) -> Ranking:
     """Score every (query, candidate) pair and order each query's candidates by score.
@@ -161,7 +169,7 @@ def rerank_candidates(
                 stop += 1
             chunk = qids[start:stop]
             groups = [(dataset.queries[q], [dataset.document_text(d) for d, _ in candidates[q]]) for q in chunk]
-            scores = _score(reranker, groups, instruction, max_batch_tokens)
+            scores = _score(reranker, groups, instruction, max_batch_tokens, chunking)
             offset = 0
             for qid in chunk:
                 docs = candidates[qid]
@@ -188,6 +196,7 @@ def evaluate(
     ignore_identical_ids: bool = True,
     metrics: Sequence[str] = METRICS,
     output_dir: str | os.PathLike[str] | None = None,
+    chunking: Mapping[str, Any] | None = None,
     show_progress: bool = False,
 ) -> EvalResult:
     """Evaluate ``reranker`` on a BEIR-format collection: first stage, rerank its top-k, compare.
@@ -207,6 +216,8 @@ def evaluate(
         ignore_identical_ids: Never use a document whose id equals the query id (as BEIR).
         metrics: ranx metric names.
         output_dir: When given, write ``run.trec``, ``first_stage.trec`` and ``metrics.json`` there.
+        chunking: Long-document options, as for ``rank``: ``{"long_documents": "chunk"}`` and
+            optionally ``chunk_size``, ``chunk_stride``, ``chunk_aggregate``.
         show_progress: Progress bars.
     """
     _check_reranker(reranker)
@@ -236,6 +247,7 @@ def evaluate(
         "max_batch_tokens": max_batch_tokens,
         "ignore_identical_ids": ignore_identical_ids,
         "metrics": list(metrics),
+        "chunking": dict(chunking or {}),
     }
     started = time.perf_counter()
     if isinstance(first_stage, Mapping):
@@ -261,6 +273,7 @@ def evaluate(
         candidates,
         instruction=instruction,
         max_batch_tokens=max_batch_tokens,
+        chunking=chunking,
         show_progress=show_progress,
     )
     rerank_s = time.perf_counter() - started

@@ -27,7 +27,14 @@ if TYPE_CHECKING:
     from .._encoding import PairEncoder, TokenizerPool
     from .._heads import ScoreHead
 
-__all__ = ["RerankerFamily"]
+__all__ = ["RerankerFamily", "sigmoid"]
+
+
+def sigmoid(x: Any) -> np.ndarray:
+    """The logistic function of an array, computed in float64 without overflow, as float32."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + e^-x), stable for any sign
+    return out.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,17 @@ own pair template and truncation; the score is ``sigmoid(logit)``, already in (0
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from .._encoding import PairEncoder, TokenizerPairEncoder, TokenizerPool
-from .._heads import ClassifierHead, ScoreHead
-from ..utils import sigmoid
-from ._base import RerankerFamily
+from ._base import RerankerFamily, sigmoid
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .._heads import ScoreHead
 
 __all__ = ["FAMILY", "MxbaiV1Family"]
 
@@ -49,6 +51,8 @@ class MxbaiV1Family(RerankerFamily):
         return TokenizerPairEncoder(tokenizers, max_length or limit)
 
     def build_head(self, model: nn.Module, encoder: PairEncoder) -> ScoreHead:
+        from .._heads import ClassifierHead
+
         return ClassifierHead(model)
 
     def postprocess(self, raw: np.ndarray, *, normalize: bool, estimated_max: float | None) -> np.ndarray:

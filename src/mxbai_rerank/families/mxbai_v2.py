@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from .._encoding import PairEncoder, PromptPairEncoder, PromptTemplate, TokenizerPool
-from .._heads import AnswerTokenHead, ScoreHead
-from ..utils import sigmoid
-from ._base import RerankerFamily
+from ._base import RerankerFamily, sigmoid
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .._heads import ScoreHead
 
 __all__ = ["FAMILY", "TEMPLATE", "MxbaiV2Family"]
 
@@ -54,6 +56,8 @@ class MxbaiV2Family(RerankerFamily):
         return PromptPairEncoder(tokenizers, template, max_length or window, window)
 
     def build_head(self, model: nn.Module, encoder: PairEncoder) -> ScoreHead:
+        from .._heads import AnswerTokenHead
+
         assert isinstance(encoder, PromptPairEncoder)
         return AnswerTokenHead(model, encoder.positive_id, encoder.negative_id)
 

@@ -112,12 +112,17 @@ def _check_schema(
         )
 
 
+def actor_cpu_budget(total_cpus: float) -> float:
+    """CPUs the scoring actors may reserve: actors hold their CPUs for the whole run, and Ray
+    Data's read and write tasks need one more (half the machine on a one-CPU machine)."""
+    return total_cpus - 1 if total_cpus > 1 else total_cpus / 2
+
+
 def _warn_if_no_spare_cpu(ray: Any, actor_cpus: float) -> None:
-    # Actors hold their CPUs for the whole run; read/write tasks need at least one more.
     if not ray.is_initialized():
         return
     total = float(ray.cluster_resources().get("CPU", 0))
-    if actor_cpus > total - 1:
+    if actor_cpus > actor_cpu_budget(total) + 1e-9:
         logger.warning(
             "the scoring actors reserve %g of the cluster's %g CPUs, leaving less than one for Ray Data's read and "
             "write tasks: the run may stall until the cluster grows; lower num_cpus_per_actor (fractions are fine)",
@@ -158,6 +163,7 @@ def rerank_dataset(
     input_format: InputFormat = "auto",
     scorer_cls: type[RerankScorer] = RerankScorer,
     model_kwargs: Mapping[str, Any] | None = None,
+    chunking: Mapping[str, Any] | None = None,
     progress: Any | None = None,
 ) -> Dataset:
     """``data`` with a float32 ``score_column`` added to every row, every input column kept.
@@ -184,6 +190,8 @@ def rerank_dataset(
         input_format: When ``data`` is a path: ``"auto"``, ``"jsonl"`` or ``"parquet"``.
         scorer_cls: :class:`RerankScorer` or a subclass taking the same constructor arguments.
         model_kwargs: More keyword arguments for :func:`mxbai_rerank.load`.
+        chunking: Long-document options, as for ``rank``: ``long_documents="chunk"`` and
+            optionally ``chunk_size``, ``chunk_stride``, ``chunk_aggregate``.
         progress: A Ray actor handle with a method ``add(rows)`` that each scoring call reports
             its rows to (see :func:`rerank_parquet`'s ``show_progress``).
     """
@@ -220,6 +228,7 @@ def rerank_dataset(
         "num_threads": max(1, int(cpus)) if device == "cpu" else None,
         "score_column": score_column,
         "model_kwargs": dict(model_kwargs or {}),
+        "chunking": dict(chunking or {}),
     }
     if progress is not None:
         scorer_kwargs["progress"] = progress

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .. import EncodedPairs, Scorer, load
+from .. import EncodedPairs, Scorer, aggregate_windows, load
+from .._chunking import Chunking
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class RerankScorer:
         query_column, document_column, instruction_column: Input column names.
         score_column: Name of the appended column; must not be an input column.
         model_kwargs: More keyword arguments for :func:`mxbai_rerank.load`.
+        chunking: Long-document options, as for ``rank``: ``long_documents="chunk"`` and
+            optionally ``chunk_size``, ``chunk_stride``, ``chunk_aggregate``; a document's score
+            is then the aggregate of its windows' scores.
         progress: A Ray actor handle with a method ``add(rows)``; each call reports its number
             of rows to it (fire and forget). :func:`~mxbai_rerank.ray.rerank_parquet` uses it
             for its progress bar.
@@ -80,6 +84,7 @@ class RerankScorer:
         instruction_column: str = "instruction",
         score_column: str = "score",
         model_kwargs: Mapping[str, Any] | None = None,
+        chunking: Mapping[str, Any] | None = None,
         progress: Any | None = None,
     ) -> None:
         self._init_kwargs: dict[str, Any] = {
@@ -96,6 +101,7 @@ class RerankScorer:
             "instruction_column": instruction_column,
             "score_column": score_column,
             "model_kwargs": dict(model_kwargs or {}),
+            "chunking": dict(chunking or {}),
             "progress": progress,
         }
         if num_threads is not None:
@@ -110,6 +116,10 @@ class RerankScorer:
         self.instruction_column = instruction_column
         self.score_column = score_column
         self.progress = progress
+        options = dict(chunking or {})
+        self.aggregate = options.pop("chunk_aggregate", "max")
+        self.encode_options = options  # long_documents, chunk_size, chunk_stride
+        Chunking.from_options(**options, chunk_aggregate=self.aggregate)  # a bad option fails here, not per batch
         self.reranker: Scorer = load(
             model, device=device, torch_dtype=torch_dtype, max_batch_tokens=max_batch_tokens, **(model_kwargs or {})
         )
@@ -165,11 +175,15 @@ class RerankScorer:
                     [documents[i] for i in rows],
                     instruction=instruction,
                     rank_fields=self.rank_fields,
+                    **self.encode_options,
                 )
             )
             order.extend(rows)
         # One plan over every group: the forward passes are packed by token length across groups.
-        raw = self.reranker.score_encoded(EncodedPairs.concat(parts), batch_size=self.batch_size)
+        merged = EncodedPairs.concat(parts)
+        raw = self.reranker.score_encoded(merged, batch_size=self.batch_size)
+        if merged.windows is not None:  # chunked: one score per document from its windows
+            raw, _ = aggregate_windows(raw, merged.windows, self.aggregate)
         scores = np.empty(n, dtype=np.float32)
         scores[order] = self.reranker.postprocess(raw, normalize=self.normalize)
         return scores
