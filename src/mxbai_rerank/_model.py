@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # ``max_length`` when the caller passes none at all: the family's default (``None`` and ``0``
 # mean the model's whole window, as upstream).
-FAMILY_DEFAULT = -1
+FAMILY_DEFAULT: Any = object()
 
 
 @dataclass
@@ -98,7 +98,7 @@ class TransformerReranker(BaseReranker, TorchModule):
             self._check_natural_family(config, get_family(self.family_name))
         chosen, spec = detect_family(self.model_name_or_path, config, family or self.family_name)
         self._family = chosen
-        if max_length == FAMILY_DEFAULT:
+        if max_length is FAMILY_DEFAULT:
             max_length = chosen.default_max_length
         self.engine = ScoringEngine(
             self.model_name_or_path,

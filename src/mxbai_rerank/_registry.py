@@ -51,7 +51,6 @@ class ModelSpec:
 
     name: str  # hub id
     family: str  # a key of FAMILIES
-    params: str  # parameter count, for people
     # Centre of the raw-score range, used by ``normalize=True`` (v2 only).
     estimated_max: float | None = None
 
@@ -72,11 +71,11 @@ def describe_budget_defaults() -> str:
     return ", ".join(f"{tokens} on {device.upper()}" for device, tokens in DEFAULT_MAX_BATCH_TOKENS.items())
 
 MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("mixedbread-ai/mxbai-rerank-base-v2", "mxbai-v2", "0.5B", estimated_max=9.0),
-    ModelSpec("mixedbread-ai/mxbai-rerank-large-v2", "mxbai-v2", "1.5B", estimated_max=12.0),
-    ModelSpec("mixedbread-ai/mxbai-rerank-xsmall-v1", "mxbai-v1", "70M"),
-    ModelSpec("mixedbread-ai/mxbai-rerank-base-v1", "mxbai-v1", "184M"),
-    ModelSpec("mixedbread-ai/mxbai-rerank-large-v1", "mxbai-v1", "435M"),
+    ModelSpec("mixedbread-ai/mxbai-rerank-base-v2", "mxbai-v2", estimated_max=9.0),
+    ModelSpec("mixedbread-ai/mxbai-rerank-large-v2", "mxbai-v2", estimated_max=12.0),
+    ModelSpec("mixedbread-ai/mxbai-rerank-xsmall-v1", "mxbai-v1"),
+    ModelSpec("mixedbread-ai/mxbai-rerank-base-v1", "mxbai-v1"),
+    ModelSpec("mixedbread-ai/mxbai-rerank-large-v1", "mxbai-v1"),
 )
 
 _BY_NAME = {spec.name: spec for spec in MODELS}
