@@ -101,7 +101,7 @@ class TokenizerPool:
     def __init__(self, tokenizer: Any) -> None:
         self._master = copy.deepcopy(tokenizer)
         self._master_lock = threading.Lock()
-        self._free: list[Any] = [copy.deepcopy(tokenizer)]
+        self._free: list[Any] = [self._quiet(copy.deepcopy(tokenizer))]
         self._free_lock = threading.Lock()
         vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
         self.longest_token_chars = max((len(t) for t in vocab), default=128)
@@ -111,12 +111,21 @@ class TokenizerPool:
         with self._master_lock:
             return copy.deepcopy(self._master)
 
+    @staticmethod
+    def _quiet(tokenizer: Any) -> Any:
+        # The engine tokenizes whole documents (chunking, offsets) and truncates itself; the
+        # tokenizer's "longer than the maximum" warning would only mislead.
+        warned = getattr(tokenizer, "deprecation_warnings", None)
+        if isinstance(warned, dict):
+            warned["sequence-length-is-longer-than-the-specified-maximum"] = True
+        return tokenizer
+
     @contextmanager
     def borrow(self) -> Iterator[Any]:
         with self._free_lock:
             tokenizer = self._free.pop() if self._free else None
         if tokenizer is None:
-            tokenizer = self.copy()
+            tokenizer = self._quiet(self.copy())
         try:
             yield tokenizer
         finally:
