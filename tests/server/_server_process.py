@@ -112,3 +112,52 @@ async def wait_in_flight(base_url: str, count: int, timeout: float = 60.0) -> No
 def slow_docs(n: int, tag: str) -> list[str]:
     """``n`` distinct documents of about 15 tokens each."""
     return [f"{tag} document {i} about a quick red fox and other animals in the forest" for i in range(n)]
+
+
+# -- raw HTTP, for clients no HTTP library would be (slow, truncated, malformed) --------------
+
+
+def host_port(base_url: str) -> tuple[str, int]:
+    host, port = base_url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def request_head(path: str, *, length: int | None = None, headers: dict[str, str] | None = None) -> bytes:
+    """A POST request's head (status line and headers) for raw sockets."""
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of one response; status 0 if the server closed first."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await reader.read(65536)
+        if not chunk:
+            return 0, {}, head
+        head += chunk
+    head, _, body = head.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set size so far (Linux ``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/<pid>/status")
+
+
+def metrics_text(base_url: str) -> str:
+    return httpx.get(f"{base_url}/metrics", timeout=10).text

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,11 +24,13 @@ import cohere
 import httpx
 import mixedbread
 import pytest
-from _server_process import ServerProcess, metric, start_server
+from _server_process import ServerProcess, host_port, metric, read_response, request_head, start_server
 from safetensors.torch import load_file, save_file
 
-API_KEY = "test-secret-key"
-ALIASES = ("mxbai-rerank-tiny", "rerank-tiny-alias")
+# The README's examples use this key and model name (test_readme_serving_examples_run_as_written).
+API_KEY = "secret"
+README_MODEL = "mixedbread-ai/mxbai-rerank-base-v2"
+ALIASES = ("mxbai-rerank-tiny", "rerank-tiny-alias", README_MODEL)
 MAX_DOCS = 40
 POISON = "☃☃☃"
 ATOL = 1e-4
@@ -68,6 +74,8 @@ def server(poisoned_model_dir: Path) -> Iterator[ServerProcess]:
         ALIASES[0],
         "--served-model-name",
         ALIASES[1],
+        "--served-model-name",
+        ALIASES[2],
         # API key and request limit through the environment: the CLI's envvar wiring is tested too.
         env={"MXBAI_RERANK_API_KEY": API_KEY, "MXBAI_RERANK_MAX_CLIENT_BATCH_SIZE": str(MAX_DOCS)},
     )
@@ -111,26 +119,31 @@ def test_models_health_metrics_and_docs(server: ServerProcess, client: httpx.Cli
     scraped = httpx.get(f"{server.base_url}/metrics")
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
     assert metric(scraped.text, "mxbai_rerank_model_info") == 1.0
-    assert client.get("/docs").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/reranking", "/v2/rerank", "/v1/rerank", "/rerank", "/v1/models"} <= set(paths)
+    # /metrics is public: it names the served id, never the model's local path.
+    assert str(poisoned_model_dir) not in scraped.text and str(poisoned_model_dir.parent) not in scraped.text
+    assert f'model="{ALIASES[0]}"' in scraped.text
+    # The docs page and the schema it loads are public too (the page cannot send a key).
+    docs = httpx.get(f"{server.base_url}/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    schema = httpx.get(f"{server.base_url}/openapi.json")
+    assert schema.status_code == 200
+    assert {"/v1/reranking", "/v2/rerank", "/v1/rerank", "/rerank", "/v1/models"} <= set(schema.json()["paths"])
 
 
-def test_api_key_is_required_everywhere_but_health_and_metrics(server: ServerProcess) -> None:
+def test_api_key_is_required_everywhere_but_health_metrics_and_docs(server: ServerProcess) -> None:
     requests = [
         ("POST", "/v1/reranking", {"query": "q", "input": ["a"]}),
         ("POST", "/v2/rerank", {"query": "q", "documents": ["a"]}),
         ("POST", "/v1/rerank", {"query": "q", "documents": ["a"]}),
         ("POST", "/rerank", {"query": "q", "texts": ["a"]}),
         ("GET", "/v1/models", None),
-        ("GET", "/docs", None),
-        ("GET", "/openapi.json", None),
     ]
     for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": API_KEY}):
         for method, path, body in requests:
             response = httpx.request(method, f"{server.base_url}{path}", json=body, headers=headers)
             assert response.status_code == 401, (path, headers)
             assert "API key" in response.json()["message"] and response.headers["x-request-id"]
+            assert response.json()["error_type"] == "auth"
     mxb = mixedbread.Mixedbread(api_key="wrong-key", base_url=server.base_url, max_retries=0)
     with pytest.raises(mixedbread.AuthenticationError):
         mxb.rerank(query="q", input=["a"])
@@ -231,36 +244,75 @@ def test_tei_shape(client: httpx.Client, v2_reranker: Any) -> None:
 
 
 ERROR_CASES = [
-    ("/v1/reranking", b'{"query": "q", "input": [', 400, "JSON"),
-    ("/v1/reranking", [1, 2], 422, "body"),
-    ("/v1/reranking", {"input": ["a"]}, 422, "query"),
-    ("/v1/reranking", {"query": 5, "input": ["a"]}, 422, "query"),
-    ("/v1/reranking", {"query": "q", "input": []}, 422, "input"),
-    ("/v1/reranking", {"query": "q", "input": "a"}, 422, "input"),
-    ("/v1/reranking", {"query": "q", "input": ["a", 3]}, 422, "input[1]"),
-    ("/v1/reranking", {"query": "q", "input": ["a"], "top_k": -1}, 422, "top_k"),
-    ("/v1/reranking", {"query": "q", "input": ["a"], "top_k": "3"}, 422, "top_k"),
-    ("/v1/reranking", {"query": "q", "input": ["a"], "return_input": "yes"}, 422, "return_input"),
-    ("/v1/reranking", {"query": "q", "input": [{"a": 1}], "rank_fields": ["b"]}, 422, "rank_fields"),
-    ("/v1/reranking", {"query": "q", "input": ["a"], "rank_fields": []}, 422, "rank_fields"),
-    ("/v1/reranking", {"query": "q", "input": ["a"], "rewrite_query": True}, 422, "rewrite_query"),
-    ("/v1/reranking", {"query": "q", "input": ["a"] * (MAX_DOCS + 1)}, 413, f"at most {MAX_DOCS}"),
-    ("/v1/reranking", {"model": "other-model", "query": "q", "input": ["a"]}, 404, ALIASES[0]),
-    ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
-    ("/v2/rerank", {"query": "q", "documents": [{"title": "x"}]}, 422, "'text'"),
-    ("/v2/rerank", {"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}, 422, "max_tokens_per_doc"),
-    ("/v2/rerank", {"query": "q", "documents": ["a"] * (MAX_DOCS + 1)}, 413, "documents"),
-    ("/v1/rerank", {"model": "nope", "query": "q", "documents": ["a"]}, 404, ALIASES[1]),
-    ("/rerank", {"query": "q", "texts": [{"text": "a"}]}, 422, "texts[0]"),
-    ("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "Up"}, 422, "truncation_direction"),
-    ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": 1}, 422, "raw_scores"),
-    ("/rerank", {"query": "q", "texts": ["a"] * (MAX_DOCS + 1)}, 413, "texts"),
+    # (path, body, status, text in the message, param)
+    ("/v1/reranking", b'{"query": "q", "input": [', 400, "JSON", None),
+    ("/v1/reranking", [1, 2], 422, "body", "body"),
+    ("/v1/reranking", {"input": ["a"]}, 422, "query", "query"),
+    ("/v1/reranking", {"query": 5, "input": ["a"]}, 422, "query", "query"),
+    ("/v1/reranking", {"query": "q", "input": []}, 422, "input", "input"),
+    ("/v1/reranking", {"query": "q", "input": "a"}, 422, "input", "input"),
+    ("/v1/reranking", {"query": "q", "input": ["a", 3]}, 422, "input[1]", "input[1]"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "top_k": -1}, 422, "top_k", "top_k"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "top_k": "3"}, 422, "top_k", "top_k"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "return_input": "yes"}, 422, "return_input", "return_input"),
+    ("/v1/reranking", {"query": "q", "input": [{"a": 1}], "rank_fields": ["b"]}, 422, "'b'", "rank_fields"),
+    ("/v1/reranking", {"query": "q", "input": [{"a": ["x"]}], "rank_fields": ["a.²"]}, 422, "'a.²'", "rank_fields"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "rank_fields": []}, 422, "rank_fields", "rank_fields"),
+    ("/v1/reranking", {"query": "q", "input": ["a"], "rewrite_query": True}, 422, "rewrite_query", "rewrite_query"),
+    ("/v1/reranking", {"query": "q", "input": ["a"] * (MAX_DOCS + 1)}, 413, f"at most {MAX_DOCS}", "input"),
+    ("/v1/reranking", {"model": "other-model", "query": "q", "input": ["a"]}, 404, ALIASES[0], "model"),
+    ("/v2/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n", "top_n"),
+    ("/v2/rerank", {"query": "q", "documents": ["a", {"title": "x"}]}, 422, "'text'", "documents[1]"),
+    (
+        "/v2/rerank",
+        {"query": "q", "documents": ["a"], "max_tokens_per_doc": 0},
+        422,
+        "max_tokens_per_doc",
+        "max_tokens_per_doc",
+    ),
+    ("/v2/rerank", {"query": "q", "documents": ["a"] * (MAX_DOCS + 1)}, 413, "documents", "documents"),
+    ("/v1/rerank", {"model": "nope", "query": "q", "documents": ["a"]}, 404, ALIASES[1], "model"),
+    ("/rerank", {"query": "q", "texts": [{"text": "a"}]}, 422, "texts[0]", "texts[0]"),
+    (
+        "/rerank",
+        {"query": "q", "texts": ["a"], "truncation_direction": "Up"},
+        422,
+        "truncation_direction",
+        "truncation_direction",
+    ),
+    ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": 1}, 422, "raw_scores", "raw_scores"),
+    ("/rerank", {"query": "q", "texts": ["a"] * (MAX_DOCS + 1)}, 413, "texts", "texts"),
+    # Numbers outside strict JSON: refused while parsing, even where they would only be echoed.
+    ("/v1/reranking", b'{"query":"q","input":[{"text":"a","x":NaN}],"return_input":true}', 400, "NaN", "input[0].x"),
+    (
+        "/v2/rerank",
+        b'{"query":"q","documents":[{"text":"a","n":Infinity}],"return_documents":true}',
+        400,
+        "Infinity",
+        "documents[0].n",
+    ),
+    ("/v2/rerank", b'{"query":"q","documents":[{"text":"a","n":-Infinity}]}', 400, "-Infinity", "documents[0].n"),
+    ("/v1/rerank", b'{"query":"q","documents":[{"text":"a","n":[1, 1e400]}]}', 400, "1e400", "documents[0].n[1]"),
+    ("/rerank", b'{"query":"q","texts":["a"],"raw_scores":false,"top":-1e999}', 400, "1e999", "top"),
+    ("/v1/reranking", b'{"query":"q","input":[{"big":' + b"9" * 5000 + b"}]}", 400, "5000 characters", "input[0].big"),
+    (
+        "/v1/reranking",
+        b'{"query":"q","input":[{"big":' + b"9" * 400 + b"}]}",
+        400,
+        "not a valid JSON number",
+        "input[0].big",
+    ),
+    # Text that is not Unicode: named, never the tokenizer's own message.
+    ("/v1/reranking", b'{"query":"\\ud800","input":["a"]}', 400, "lone surrogate", "query"),
+    ("/v1/reranking", b'{"query":"q","input":["a","b\\udfffc"]}', 400, "lone surrogate", "input[1]"),
+    ("/v2/rerank", b'{"query":"q","documents":[{"text":"x\\ud83d"}]}', 400, "U+D83D", "documents[0].text"),
+    ("/rerank", b'{"query":"q","texts":["ok"],"instruction":"\\udc00"}', 400, "surrogate", "instruction"),
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "needle"), ERROR_CASES)
+@pytest.mark.parametrize(("path", "body", "status", "needle", "param"), ERROR_CASES)
 def test_bad_requests_get_4xx_naming_the_field(
-    client: httpx.Client, path: str, body: Any, status: int, needle: str
+    client: httpx.Client, path: str, body: Any, status: int, needle: str, param: str | None
 ) -> None:
     if isinstance(body, bytes):
         response = client.post(path, content=body, headers={"content-type": "application/json"})
@@ -268,8 +320,12 @@ def test_bad_requests_get_4xx_naming_the_field(
         response = client.post(path, json=body)
     assert response.status_code == status, response.text
     payload = response.json()
+    assert set(payload) == {"message", "error", "error_type", "param"}, payload
     assert needle in payload["message"], payload
-    assert payload["error"] == payload["message"] and payload["error_type"]
+    assert payload["param"] == param, payload
+    assert payload["error"] == payload["message"]
+    assert payload["error_type"] == ("model_not_found" if status == 404 else "validation")
+    assert "Traceback" not in payload["message"] and "invalid literal" not in payload["message"]
 
 
 async def _post_all(base_url: str, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
@@ -346,6 +402,7 @@ def test_a_failing_request_fails_alone_and_the_server_keeps_serving(
         request_id = response.headers["x-request-id"]
         assert request_id in response.json()["message"]
         assert "non-finite" not in response.text and "NonFinite" not in response.text
+        assert response.json()["error_type"] == "backend" and response.json()["param"] is None
         # One log record: the line naming the id, then the traceback of the model's error.
         record = re.escape(request_id) + _TRACEBACK + r"\S*NonFiniteScoreError: "
         assert re.search(record, log), log
@@ -355,7 +412,7 @@ def test_a_failing_request_fails_alone_and_the_server_keeps_serving(
         assert_same_ranking(_pairs(path, response.json()), _expected(v2_reranker, query, docs))
     assert (
         metric(
-            client.get("/metrics").text, "mxbai_rerank_request_failures_total", endpoint="/v1/reranking", kind="model"
+            client.get("/metrics").text, "mxbai_rerank_request_failures_total", endpoint="/v1/reranking", kind="backend"
         )
         >= 2
     )
@@ -394,8 +451,142 @@ def test_health_and_results_after_abuse(server: ServerProcess, client: httpx.Cli
     assert response.status_code == 200
     assert_same_ranking(_pairs("/v1/reranking", response.json()), _expected(v2_reranker, QUERY, DOCS))
     text = client.get("/metrics").text
-    for kind in ("auth", "validation", "bad_request", "too_large", "model_not_found", "model"):
+    for kind in ("auth", "validation", "model_not_found", "backend"):
         assert metric(text, "mxbai_rerank_request_failures_total", endpoint="/rerank", kind=kind) >= 1, kind
     for name in ("mxbai_rerank_queue_depth", "mxbai_rerank_batch_requests_count", "mxbai_rerank_tokens_total"):
         assert name in text
     assert metric(text, "mxbai_rerank_request_duration_seconds_count", endpoint="/v1/reranking") > 0
+
+
+def test_a_json_body_is_json_whatever_its_content_type(client: httpx.Client, v2_reranker: Any) -> None:
+    """``curl -d`` sends ``application/x-www-form-urlencoded``; other clients send text/plain or nothing."""
+    body = json.dumps({"query": QUERY, "input": DOCS}).encode()
+    expected = _expected(v2_reranker, QUERY, DOCS)
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", "application/octet-stream", None):
+        headers = {"content-type": content_type} if content_type else {}
+        request = client.build_request("POST", "/v1/reranking", content=body, headers=headers)
+        if content_type is None:
+            request.headers.pop("content-type", None)
+        response = client.send(request)
+        assert response.status_code == 200, (content_type, response.text)
+        assert_same_ranking(_pairs("/v1/reranking", response.json()), expected)
+
+
+def test_every_error_has_the_documented_shape(server: ServerProcess, client: httpx.Client) -> None:
+    """Errors of the router, the JSON parser and the HTTP protocol layer, not only of the endpoints."""
+    nested = b'{"query":"q","input":[' + b"[" * 300 + b"]" * 300 + b"]}"
+    deeper = b'{"query":"q","input":[' + b"[" * 5000 + b"]" * 5000 + b"]}"
+    cases: list[tuple[httpx.Response, int, str, str | None]] = [
+        (
+            client.post("/rerank", content=b"\xff\xfe{}", headers={"content-type": "application/json"}),
+            400,
+            "validation",
+            None,
+        ),
+        (client.post("/v1/reranking", content=nested), 400, "validation", "input[0]" + "[0]" * 126),
+        (client.post("/v1/reranking", content=deeper), 400, "validation", None),
+        (
+            client.post("/v1/reranking", content=b'{"query":"q","input":["a"],"top_k":' + b"7" * 5000 + b"}"),
+            400,
+            "validation",
+            "top_k",
+        ),
+        (client.get("/no/such/path"), 404, "not_found", None),
+        (client.post("/v3/rerank", json={}), 404, "not_found", None),
+        (client.get("/v1/reranking"), 405, "method_not_allowed", None),
+        (client.delete("/rerank"), 405, "method_not_allowed", None),
+        (client.post("/v1/models"), 405, "method_not_allowed", None),
+        (httpx.post(f"{server.base_url}/rerank", json={"query": "q", "texts": ["a"]}), 401, "auth", None),
+    ]
+    for response, status, error_type, param in cases:
+        assert response.status_code == status, (response.request.url, response.text)
+        payload = response.json()
+        assert set(payload) == {"message", "error", "error_type", "param"}, payload
+        assert payload["error_type"] == error_type and payload["param"] == param, payload
+        assert payload["message"] == payload["error"] and payload["message"]
+        assert response.headers["x-request-id"]
+    assert "allowed: POST" in client.get("/v1/reranking").json()["message"]
+
+    async def raw(data: bytes) -> tuple[int, dict[str, str], bytes]:
+        reader, writer = await asyncio.open_connection(*host_port(server.base_url))
+        writer.write(data)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(read_response(reader), 30)
+        finally:
+            writer.close()
+
+    # Malformed HTTP is answered by the protocol layer, in the same shape.
+    for data in (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"\x00\x01\x02 not http\r\n\r\n"):
+        status, headers, body = asyncio.run(raw(data))
+        assert status == 400 and headers["content-type"] == "application/json", body
+        payload = json.loads(body)
+        assert set(payload) == {"message", "error", "error_type", "param"} and payload["error_type"] == "validation"
+
+
+def test_default_limits_payload_2mb_and_text_200k_characters(server: ServerProcess, client: httpx.Client) -> None:
+    async def promise(length: int) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(*host_port(server.base_url))
+        writer.write(request_head("/rerank", length=length, headers={"Authorization": f"Bearer {API_KEY}"}))
+        await writer.drain()
+        try:
+            status, _, body = await asyncio.wait_for(read_response(reader), 30)
+        finally:
+            writer.close()
+        return status, body
+
+    status, body = asyncio.run(promise(2_000_001))  # the body never comes: refused from its length
+    assert status == 413 and json.loads(body)["error_type"] == "validation"
+    assert "2000000" in json.loads(body)["message"]
+    over = client.post("/rerank", json={"query": "q", "texts": ["a" * 200_001]})
+    assert over.status_code == 413 and over.json()["param"] == "texts[0]"
+    assert client.post("/rerank", json={"query": "q", "texts": ["a" * 200_000]}).status_code == 200
+
+
+def _readme_serving_section() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("## Serving over HTTP")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_readme_serving_examples_run_as_written(server: ServerProcess, v2_reranker: Any) -> None:
+    """Every curl line and Python example of the README's serving section, against this server.
+
+    The examples address ``localhost:8000`` / ``127.0.0.1:8000``: curl is pointed at this
+    server's port with ``--connect-to`` (the command line itself is unchanged), Python gets the
+    port substituted. The model loading line (``mxbai-rerank serve ...``) is the fixture itself.
+    """
+    section = _readme_serving_section()
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", section, flags=re.S)
+    _, port = host_port(server.base_url)
+    shell_lines = [
+        line
+        for lang, code in blocks
+        if lang == "bash"
+        for line in code.splitlines()
+        if line.strip().startswith(("curl ", "H="))
+    ]
+    curls = [line for line in shell_lines if line.startswith("curl ")]
+    assert len(curls) >= 4, section
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}  # loopback, never a proxy
+    wrapper = (
+        "curl() { command curl --silent --show-error --fail-with-body --max-time 60 --noproxy '*' "
+        f"--connect-to localhost:8000:127.0.0.1:{port} --connect-to 127.0.0.1:8000:127.0.0.1:{port} "
+        '--write-out "\\n%{http_code}\\n" "$@"; }\n'
+    )
+    variables = "\n".join(line for line in shell_lines if line.startswith("H="))
+    for line in curls:
+        done = subprocess.run(
+            ["bash", "-c", f"{wrapper}{variables}\n{line}"], capture_output=True, text=True, env=env, timeout=90
+        )
+        assert done.returncode == 0, (line, done.stdout, done.stderr)
+        payload, status = done.stdout.rstrip("\n").rsplit("\n", 1)
+        assert status == "200", (line, payload)
+        data = json.loads(payload)
+        assert data, line
+    python = [code for lang, code in blocks if lang == "python"]
+    assert python, section
+    for code in python:
+        code = code.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("localhost:8000", f"127.0.0.1:{port}")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, (code, done.stderr)

@@ -17,6 +17,11 @@ OPTIONS = {
     "--max-client-batch-size": "MXBAI_RERANK_MAX_CLIENT_BATCH_SIZE",
     "--max-concurrent-requests": "MXBAI_RERANK_MAX_CONCURRENT_REQUESTS",
     "--served-model-name": "MXBAI_RERANK_SERVED_MODEL_NAME",
+    "--payload-limit": "MXBAI_RERANK_PAYLOAD_LIMIT",
+    "--max-text-chars": "MXBAI_RERANK_MAX_TEXT_CHARS",
+    "--header-timeout": "MXBAI_RERANK_HEADER_TIMEOUT",
+    "--body-timeout": "MXBAI_RERANK_BODY_TIMEOUT",
+    "--graceful-shutdown-timeout": "MXBAI_RERANK_GRACEFUL_SHUTDOWN_TIMEOUT",
 }
 
 

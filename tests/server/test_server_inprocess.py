@@ -42,7 +42,17 @@ async def _run(app: Any, requests: list[tuple[str, dict[str, Any]]]) -> tuple[li
 
 
 def test_settings_are_validated() -> None:
-    for bad in ({"max_client_batch_size": 0}, {"max_concurrent_requests": 0}, {"max_batch_tokens": 0}, {"api_key": ""}):
+    for bad in (
+        {"max_client_batch_size": 0},
+        {"max_concurrent_requests": 0},
+        {"max_batch_tokens": 0},
+        {"api_key": ""},
+        {"payload_limit": 0},
+        {"max_text_chars": 0},
+        {"header_timeout": 0},
+        {"body_timeout": -1},
+        {"graceful_shutdown_timeout": -1},
+    ):
         with pytest.raises(ValueError):
             ServerSettings(**bad)
 
@@ -89,3 +99,51 @@ def test_concurrent_requests_share_scoring_calls(v2_reranker: Any) -> None:
     for (_, body), response in zip(requests, responses, strict=True):
         expected = v2_reranker.rank(body["query"], docs, top_k=len(docs), normalize=True)
         assert [r["index"] for r in response.json()] == [r.index for r in expected]
+
+
+class _RecordingTokenizer:
+    """A tokenizer that records the length of every text it is asked to tokenize."""
+
+    def __init__(self, tokenizer: Any, seen: list[int]) -> None:
+        self._tokenizer = tokenizer
+        self._seen = seen
+
+    def __call__(self, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        self._seen.extend(len(t) for t in ([texts] if isinstance(texts, str) else texts))
+        return self._tokenizer(texts, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+
+class _RecordingScorer:
+    def __init__(self, reranker: Any, seen: list[int]) -> None:
+        self._reranker = reranker
+        self._seen = seen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reranker, name)
+
+    def tokenizer_copy(self) -> Any:
+        return _RecordingTokenizer(self._reranker.tokenizer_copy(), self._seen)
+
+
+def test_server_truncation_never_tokenizes_more_than_can_survive(v2_reranker: Any) -> None:
+    """max_tokens_per_doc and TEI's Left/strict truncation cut by characters before tokenizing,
+    and keep exactly the tokens a whole-text tokenization would keep."""
+    from mxbai_rerank.server._truncation import DocumentTruncator, InputTooLongError
+
+    seen: list[int] = []
+    truncator = DocumentTruncator(_RecordingScorer(v2_reranker, seen))
+    long = "the quick red fox jumps over the lazy dog; " * 20_000  # 860,000 characters
+    keep = 7
+    seen.clear()
+    head, short = truncator.cut([long, "short text"], keep, keep="start")
+    (tail,) = truncator.cut([long], keep, keep="end")
+    with pytest.raises(InputTooLongError, match=r"texts\[1\] has more than 7 tokens"):
+        truncator.check_fits(["tiny", long], keep, "texts")
+    assert seen and max(seen) <= truncator.char_bound(keep) < len(long)
+    offsets = v2_reranker.tokenizer(long, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert head == long[: offsets[keep - 1][1]]
+    assert tail == long[offsets[len(offsets) - keep][0] :]
+    assert short == "short text"

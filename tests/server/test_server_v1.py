@@ -98,6 +98,7 @@ def test_v1_refuses_an_instruction(client: httpx.Client) -> None:
     response = client.post("/v1/reranking", json={"query": QUERY, "input": DOCS, "instruction": "Find animals."})
     assert response.status_code == 422
     assert "instruction" in response.json()["message"]
+    assert response.json()["param"] == "instruction" and response.json()["error_type"] == "validation"
 
 
 def test_tei_truncation_options(client: httpx.Client, library: MxbaiRerankV1) -> None:

@@ -23,9 +23,14 @@ Examples:
   curl -H 'Authorization: Bearer secret' localhost:8000/v1/reranking -d '{"query": "q", "input": ["a", "b"]}'
 
 \b
+Limits: bodies over --payload-limit get 413, a text over --max-text-chars 413, headers or a
+body slower than --header-timeout / --body-timeout 408, more than --max-concurrent-requests
+429; after SIGTERM requests in flight get --graceful-shutdown-timeout seconds, new ones 503.
+
+\b
 Endpoints: POST /v1/reranking (Mixedbread), /v2/rerank and /v1/rerank (Cohere, Jina),
 /rerank (TEI); GET /v1/models, /health (200 once the warm-up pass succeeded), /metrics
-(Prometheus) and /docs (OpenAPI). Needs the [server] extra: pip install 'mxbai-rerank[server]'."""
+(Prometheus) and /docs (OpenAPI, public). Needs the [server] extra: pip install 'mxbai-rerank[server]'."""
 
 
 @click.command("serve", cls=OneLineErrorCommand, epilog=_EPILOG, context_settings={"show_default": True})
@@ -44,7 +49,7 @@ Endpoints: POST /v1/reranking (Mixedbread), /v2/rerank and /v1/rerank (Cohere, J
     default=None,
     envvar=f"{_ENV}API_KEY",
     show_envvar=True,
-    help="Require 'Authorization: Bearer KEY' on every endpoint but /health and /metrics.",
+    help="Require 'Authorization: Bearer KEY' on every endpoint but /health, /metrics and the docs.",
 )
 @click.option(
     "--max-client-batch-size",
@@ -60,7 +65,47 @@ Endpoints: POST /v1/reranking (Mixedbread), /v2/rerank and /v1/rerank (Cohere, J
     type=click.IntRange(min=1),
     envvar=f"{_ENV}MAX_CONCURRENT_REQUESTS",
     show_envvar=True,
-    help="Most rerank requests in flight; more are answered 429.",
+    help="Most rerank requests in flight (a request counts once its whole body arrived); more are answered 429.",
+)
+@click.option(
+    "--payload-limit",
+    default=2_000_000,
+    type=click.IntRange(min=1),
+    envvar=f"{_ENV}PAYLOAD_LIMIT",
+    show_envvar=True,
+    help="Most bytes of a request body; more are answered 413 before the body is read.",
+)
+@click.option(
+    "--max-text-chars",
+    default=200_000,
+    type=click.IntRange(min=1),
+    envvar=f"{_ENV}MAX_TEXT_CHARS",
+    show_envvar=True,
+    help="Most characters of one text (query, document or object field); more are answered 413.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar=f"{_ENV}HEADER_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a client may take to send a request's headers; then 408 and the connection closes.",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar=f"{_ENV}BODY_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a client may take to send a request's body; then 408 and the connection closes.",
+)
+@click.option(
+    "--graceful-shutdown-timeout",
+    default=30.0,
+    type=click.FloatRange(min=0),
+    envvar=f"{_ENV}GRACEFUL_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds after SIGTERM that requests in flight get to finish; then they are answered 503.",
 )
 @click.option(
     "--served-model-name",
@@ -97,6 +142,11 @@ def serve(
     api_key: str | None,
     max_client_batch_size: int,
     max_concurrent_requests: int,
+    payload_limit: int,
+    max_text_chars: int,
+    header_timeout: float,
+    body_timeout: float,
+    graceful_shutdown_timeout: float,
     served_model_name: tuple[str, ...],
     log_level: str,
     access_log: bool,
@@ -107,8 +157,9 @@ def serve(
     if api_key is not None and not api_key:
         raise CliUsageError("--api-key must not be empty")
     # A missing extra (MissingExtraError) is one line, before the model loads.
-    uvicorn = require("uvicorn", "server")
+    require("uvicorn", "server")
     from ..server import ServerSettings, create_app
+    from ..server import serve as serve_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reranker = load_model_or_exit(
@@ -120,6 +171,11 @@ def serve(
         api_key=api_key,
         max_client_batch_size=max_client_batch_size,
         max_concurrent_requests=max_concurrent_requests,
+        payload_limit=payload_limit,
+        max_text_chars=max_text_chars,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        graceful_shutdown_timeout=graceful_shutdown_timeout,
     )
     app = create_app(reranker, settings)
     info = reranker.info()
@@ -133,5 +189,4 @@ def serve(
     )
     if host not in _LOOPBACK and not api_key:
         logger.warning("serving on %s without --api-key: anyone who can reach this address can use the model", host)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log)
-    uvicorn.Server(config).run()
+    serve_app(app, host=host, port=port, log_level=log_level, access_log=access_log)

@@ -4,7 +4,8 @@
 >>> from mxbai_rerank.server import ServerSettings, create_app
 >>> app = create_app(mxbai_rerank.load("mixedbread-ai/mxbai-rerank-base-v2"), ServerSettings(api_key="secret"))
 
-Run it with uvicorn, or use the ``mxbai-rerank serve`` command. Needs the ``server`` extra.
+Run it with ``serve(app, host=..., port=...)`` (uvicorn with the server's request-header and
+graceful-shutdown deadlines), or use the ``mxbai-rerank serve`` command. Needs the ``server`` extra.
 """
 
 from __future__ import annotations
@@ -17,5 +18,14 @@ for _module in ("fastapi", "uvicorn", "prometheus_client"):
 from ._app import ServerSettings, create_app  # noqa: E402
 from ._metrics import ServerMetrics  # noqa: E402
 from ._scheduler import BatchScheduler, BatchStats, SchedulerClosedError  # noqa: E402
+from ._serving import serve  # noqa: E402
 
-__all__ = ["BatchScheduler", "BatchStats", "SchedulerClosedError", "ServerMetrics", "ServerSettings", "create_app"]
+__all__ = [
+    "BatchScheduler",
+    "BatchStats",
+    "SchedulerClosedError",
+    "ServerMetrics",
+    "ServerSettings",
+    "create_app",
+    "serve",
+]

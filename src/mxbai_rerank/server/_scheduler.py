@@ -12,15 +12,20 @@ row of one forward pass (what the memory budget ``max_batch_tokens`` bounds).
 
 Invariants:
 
-* every accepted job's future is resolved exactly once (result or exception), also when the
-  scheduler is closed: :meth:`BatchScheduler.close` drains the queue before the worker exits;
-* a job whose future was cancelled before the worker took it is skipped, never scored;
+* every accepted job's future is resolved exactly once (result, exception or cancellation),
+  also when the scheduler is closed: :meth:`BatchScheduler.close` drains the queue before the
+  worker exits;
+* a job whose future is cancelled (its client went away) while it waits leaves the queue at
+  once; one cancelled after the worker took it into a merged batch, but before that batch's
+  scoring call started, is dropped from the batch; only a job already being scored runs to
+  the end (its result is discarded);
 * if a merged call fails, each of its jobs is retried alone, so a bad request fails only itself;
 * the worker never dies from a scoring error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -60,7 +65,7 @@ class BatchStats:
     ok: bool
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a job is found in the queue by ``is``, never by value
 class _Job:
     encoded: EncodedPairs
     real_tokens: int
@@ -112,7 +117,13 @@ class BatchScheduler:
                 raise SchedulerClosedError("the scheduler is shut down")
             self._queue.append(job)
             self._cond.notify()
+        future.add_done_callback(lambda done: self._discard(job) if done.cancelled() else None)
         return future
+
+    def _discard(self, job: _Job) -> None:
+        """Take a cancelled job out of the queue (it may already have been taken)."""
+        with self._cond, contextlib.suppress(ValueError):
+            self._queue.remove(job)
 
     @property
     def queue_depth(self) -> int:
@@ -132,7 +143,7 @@ class BatchScheduler:
 
     # -- worker side ---------------------------------------------------------------------
     def _take(self) -> list[_Job] | None:
-        """The next batch of live jobs, or None once closed and drained."""
+        """The next batch of jobs not cancelled so far, or None once closed and drained."""
         with self._cond:
             while True:
                 while not self._queue and not self._closed:
@@ -143,15 +154,22 @@ class BatchScheduler:
                 tokens = 0
                 while self._queue and (not jobs or tokens + self._queue[0].real_tokens <= self.step_tokens):
                     job = self._queue.popleft()
-                    # After this call the future can no longer be cancelled.
-                    if job.future.set_running_or_notify_cancel():
+                    if not job.future.cancelled():
                         jobs.append(job)
                         tokens += job.real_tokens
                 if jobs:
                     return jobs
 
+    @staticmethod
+    def _start(jobs: list[_Job]) -> list[_Job]:
+        """The jobs still wanted; from here on their futures can no longer be cancelled."""
+        return [job for job in jobs if job.future.set_running_or_notify_cancel()]
+
     def _run(self) -> None:
-        while (jobs := self._take()) is not None:
+        while (taken := self._take()) is not None:
+            jobs = self._start(taken)
+            if not jobs:
+                continue
             try:
                 self._execute(jobs)
             except BaseException as exc:  # pragma: no cover - last resort: never leave a future pending

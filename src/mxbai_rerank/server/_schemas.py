@@ -134,14 +134,21 @@ class ModelList(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "loading", "unhealthy"]
+    status: Literal["ok", "loading", "draining", "unhealthy"]
     detail: str | None = None
 
 
 class ErrorResponse(BaseModel):
-    """Readable by Cohere clients (``message``) and TEI clients (``error``, ``error_type``)."""
+    """Readable by Cohere clients (``message``) and TEI clients (``error``, ``error_type``).
+
+    ``param`` names the request field at fault (``input[2].meta.year``), or is null when the
+    error is not about one field (malformed HTTP, body too large, API key, rate limit, timeout).
+    """
 
     message: str
     error: str
-    error_type: str
+    error_type: str = Field(
+        description="validation, auth, not_found, model_not_found, method_not_allowed, timeout, overloaded, "
+        "unhealthy, backend or internal"
+    )
     param: str | None = None
