@@ -151,6 +151,21 @@ def test_bad_chunking_options(v2_reranker: MxbaiRerankV2) -> None:
         v2_reranker.rank(QUERY, [doc], long_documents="chunk", chunk_size=0)
 
 
+def test_plan_windows_never_repeat_or_skip_with_long_sentences() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(1, 40, size=int(rng.integers(1, 30)))
+        text = "".join("x" * (int(k) - 1) + "." for k in lengths)  # one token per character
+        offsets = [(i, i + 1) for i in range(len(text))]
+        size = int(rng.integers(2, 30))
+        stride = int(rng.integers(1, size))
+        windows = plan_windows(text, offsets, size=size, stride=stride)
+        assert windows[0][0] == 0 and windows[-1][1] == len(text)
+        assert all(b - a <= size for a, b in windows)
+        for (a1, b1), (a2, b2) in itertools.pairwise(windows):
+            assert a1 < a2 and b1 < b2 and a2 < b1  # advancing, overlapping, never nested
+
+
 def test_plan_windows_invariants() -> None:
     text = "abcdefghij" * 10
     offsets = [(i, i + 1) for i in range(len(text))]

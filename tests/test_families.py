@@ -107,12 +107,26 @@ def test_known_names_and_markers_identify_models(tmp_path: Path, v2_model_dir: P
 
     marked = _linked_copy(v2_model_dir, tmp_path / "marked", mark)
     assert load(str(marked), device="cpu").estimated_max == 7.0
+    # A fine-tune saved under the published name keeps its own marker's value.
+    assert load(str(_linked_copy(v2_model_dir, tmp_path / "x" / "mxbai-rerank-base-v2", mark))).estimated_max == 7.0
 
     def unknown(config: dict) -> None:
         config["mxbai_rerank"] = {"family": "mxbai-v9"}
 
     with pytest.raises(ModelLoadError, match="'mxbai-v9'"):
         load(str(_linked_copy(v2_model_dir, tmp_path / "v9", unknown)))
+
+
+def test_only_the_published_names_are_known() -> None:
+    from mxbai_rerank._registry import find_spec
+
+    base, large = "mixedbread-ai/mxbai-rerank-base-v2", "mixedbread-ai/mxbai-rerank-large-v2"
+    assert find_spec(base).name == base
+    assert find_spec("/ckpts/mxbai-rerank-base-v2").name == base
+    assert find_spec("/cache/models--mixedbread-ai--mxbai-rerank-large-v2/snapshots/abc").name == large
+    for other in ("someone/mxbai-rerank-base-v2", "/ckpts/mxbai-rerank-base-v2/checkpoint-500",
+                  "/cache/models--someone--mxbai-rerank-large-v2/snapshots/abc"):  # fmt: skip
+        assert find_spec(other) is None, other
 
 
 def test_forcing_the_wrong_family_names_the_problem(v1_model_dir: Path, v2_model_dir: Path) -> None:
@@ -123,20 +137,23 @@ def test_forcing_the_wrong_family_names_the_problem(v1_model_dir: Path, v2_model
 
 
 # -- a family of one's own ------------------------------------------------------------------
-def test_a_new_family_is_one_module_and_one_registry_entry(tmp_path: Path, v2_model_dir: Path) -> None:
-    """A "yes"/"no" answer-token family (like other LLM rerankers) reuses the v2 machinery."""
+@pytest.mark.parametrize("cls", ["mxbai_rerank._model:TransformerReranker", None])
+def test_a_new_family_is_one_module_and_one_registry_entry(v2_model_dir: Path, cls: str | None) -> None:
+    """A "yes"/"no" answer-token family (like other LLM rerankers) reuses the v2 machinery, whether
+    load() returns the generic class or the v2 class the family was derived from."""
     from mxbai_rerank.families.mxbai_v2 import FAMILY as V2
 
     yes_no = dataclasses.replace(
         V2,
         name="test-yes-no",
         template=dataclasses.replace(V2.template, positive_token="yes", negative_token="no"),
-        reranker_class="mxbai_rerank._model:TransformerReranker",
+        **({"reranker_class": cls} if cls else {}),
     )
     register_family(yes_no)
     try:
         reranker = load(str(v2_model_dir), family="test-yes-no", device="cpu", torch_dtype="float32")
-        assert type(reranker) is TransformerReranker and reranker.info().family == "test-yes-no"
+        assert type(reranker) is (TransformerReranker if cls else MxbaiRerankV2)
+        assert reranker.info().family == "test-yes-no"
         encoded = reranker.encode_pairs([QUERY], DOCS[:1])
         with torch.inference_mode():
             logits = reranker.model(input_ids=torch.tensor(encoded.input_ids)).logits[0, -1]
@@ -328,6 +345,16 @@ def test_v1_pairs_of_several_queries_share_batches(v1_reranker: MxbaiRerankV1) -
     assert shapes[0][0] == 9 and len(shapes) == 1  # not one batch per query
 
 
+def test_single_pairs_of_many_queries_share_batches(v2_reranker: MxbaiRerankV2) -> None:
+    shapes, handles = _batch_shapes(v2_reranker)
+    try:
+        v2_reranker.score_pairs([f"question number {i}" for i in range(8)], [DOCS[0]] * 8, max_batch_tokens=100_000)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(shapes) == 1 and shapes[0][0] == 8
+
+
 def test_budget_counts_the_cached_prefix(v2_reranker: MxbaiRerankV2) -> None:
     docs = ["word " * 20] * 6
     encoded = v2_reranker.encode_pairs([QUERY] * 6, docs)
@@ -346,8 +373,7 @@ def test_budget_counts_the_cached_prefix(v2_reranker: MxbaiRerankV2) -> None:
 # -- defects 8 and 11: loading ---------------------------------------------------------------
 def test_hub_keywords_reach_the_tokenizer(tmp_path: Path, v2_model_dir: Path) -> None:
     root = tmp_path / "repo"
-    shutil.copytree(v2_model_dir, root / "sub", symlinks=True)
-    (root / "config.json").write_text((v2_model_dir / "config.json").read_text())  # a root config, no tokenizer
+    shutil.copytree(v2_model_dir, root / "sub", symlinks=True)  # config, weights and tokenizer only in sub/
     reranker = load(str(root), subfolder="sub", device="cpu", torch_dtype="float32")
     assert reranker.rank(QUERY, DOCS)[0].score is not None
 

@@ -68,18 +68,19 @@ def plan_windows(text: str, offsets: Sequence[tuple[int, int]], size: int, strid
     """(start, end) character ranges of overlapping windows of at most ``size`` tokens.
 
     Invariants: the first window starts at the first token and the last ends at the last; each
-    window starts after the previous one and holds at most ``size`` tokens.
+    window starts and ends after the previous one, overlaps it, and holds at most ``size`` tokens.
     """
     n = len(offsets)
     if n <= size:
         return [(0, len(text))]
     ends_sentence = [text[b - 1 : b] in _SENTENCE_END or text[b : b + 1] == "\n" for _, b in offsets]
     windows: list[tuple[int, int]] = []
-    start = 0
+    start, prev_end = 0, 0
     while True:
         end = min(start + size, n)  # token range [start, end)
         if end < n:
-            for k in range(end - 1, start + size // 2 - 1, -1):  # a sentence end in the last half
+            # A sentence end in the window's last half, and past the previous window's end.
+            for k in range(end - 1, max(start + size // 2, prev_end) - 1, -1):
                 if ends_sentence[k]:
                     end = k + 1
                     break
@@ -91,12 +92,12 @@ def plan_windows(text: str, offsets: Sequence[tuple[int, int]], size: int, strid
         windows.append((first, last))
         if end >= n:
             return windows
-        nxt = min(start + stride, end)  # never leave a gap
+        nxt = min(start + stride, end - 1)  # windows overlap by at least one token
         for k in range(nxt, max(start, nxt - stride // 2), -1):  # start just after a sentence end
             if ends_sentence[k - 1]:
                 nxt = k
                 break
-        start = max(nxt, start + 1)
+        start, prev_end = max(nxt, start + 1), end
 
 
 def encode_chunked(

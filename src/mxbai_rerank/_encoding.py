@@ -16,6 +16,7 @@ Tokenization is batched: one fast-tokenizer call per distinct text list, never o
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +104,7 @@ class TokenizerPool:
         self._master_lock = threading.Lock()
         self._free: list[Any] = [self._quiet(copy.deepcopy(tokenizer))]
         self._free_lock = threading.Lock()
+        self.max_idle = max(2, os.cpu_count() or 2)
         vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
         self.longest_token_chars = max((len(t) for t in vocab), default=128)
 
@@ -130,7 +132,8 @@ class TokenizerPool:
             yield tokenizer
         finally:
             with self._free_lock:
-                self._free.append(tokenizer)
+                if len(self._free) < self.max_idle:  # a burst of callers leaves at most this many copies
+                    self._free.append(tokenizer)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         if not texts:

@@ -33,7 +33,5 @@ def load(
     """
     chosen = identify_family(model_name_or_path, family, **kwargs)
     module, name = chosen.reranker_class.split(":")
-    cls = getattr(importlib.import_module(module), name)
-    if cls is TransformerReranker:
-        return cls(model_name_or_path, family=chosen, **kwargs)
-    return cls(model_name_or_path, **kwargs)
+    cls: type[TransformerReranker] = getattr(importlib.import_module(module), name)
+    return cls(model_name_or_path, family=chosen, **kwargs)

@@ -64,6 +64,8 @@ class TransformerReranker(BaseReranker, TorchModule):
         disable_transformers_warnings: Set transformers' verbosity to errors only.
         max_batch_tokens: Padded tokens per forward pass (default: ``_registry.DEFAULT_MAX_BATCH_TOKENS``).
         backend: Engine backend name or object (default ``"torch"``).
+        estimated_max: For ``normalize=True`` in families that use it (v2); default: the config
+            marker's value, else the known model's, else the family's.
         **kwargs: Hub keywords (``revision``, ``token``, ``cache_dir``, ``trust_remote_code``,
             ``local_files_only``...) go to config, model and tokenizer; the rest to the model's
             ``from_pretrained``.
@@ -83,6 +85,7 @@ class TransformerReranker(BaseReranker, TorchModule):
         disable_transformers_warnings: bool = False,
         max_batch_tokens: int | None = None,
         backend: str | Backend | None = None,
+        estimated_max: float | None = None,
         **kwargs: Any,
     ) -> None:
         TorchModule.__init__(self)
@@ -114,12 +117,15 @@ class TransformerReranker(BaseReranker, TorchModule):
             max_batch_tokens=max_batch_tokens,
             **kwargs,
         )
-        # Registered as submodules, so ``.to()``, ``.parameters()`` and ``state_dict()`` see them.
+        # ``model`` is a submodule, so ``.to()``, ``.parameters()`` and ``state_dict()`` see it. The
+        # head shares the model's modules; it is kept outside ``_modules`` so that no weight is
+        # listed twice in ``state_dict()``.
         self.model = self.engine.model
-        self.head = self.engine.head
+        self.__dict__["head"] = self.engine.head
         self.tokenizer = self.engine.tokenizer  # the caller's to use; the engine uses private copies
         self.cfg = self.engine.config
         self.max_length = self.engine.max_length
+        self.estimated_max = self._resolve_estimated_max(estimated_max)
         self._dummy = torch.empty(0, device=self.engine.device, dtype=self.engine.dtype)
 
     def _check_natural_family(self, config: Any, forced: RerankerFamily) -> None:
@@ -196,8 +202,22 @@ class TransformerReranker(BaseReranker, TorchModule):
     def postprocess(self, raw: np.ndarray, *, normalize: bool = False) -> np.ndarray:
         return self._family.postprocess(raw, normalize=normalize, estimated_max=self._estimated_max())
 
+    def _resolve_estimated_max(self, explicit: float | None) -> float | None:
+        """Explicit, else the config marker's, else the known model's, else the family's."""
+        from ._registry import config_marker
+
+        if explicit is not None:
+            return float(explicit)
+        marked = config_marker(self.cfg).get("estimated_max")
+        if isinstance(marked, (int, float)) and not isinstance(marked, bool):
+            return float(marked)
+        spec = self.engine.spec
+        if spec is not None and spec.estimated_max is not None:
+            return spec.estimated_max
+        return self._family.default_estimated_max
+
     def _estimated_max(self) -> float | None:
-        return None
+        return self.estimated_max
 
     def info(self) -> ScorerInfo:
         return ScorerInfo(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,7 @@ def describe_budget_defaults() -> str:
     """``"8192 on CPU, 16384 on MPS, 65536 on CUDA"``, for help texts."""
     return ", ".join(f"{tokens} on {device.upper()}" for device, tokens in DEFAULT_MAX_BATCH_TOKENS.items())
 
+
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("mixedbread-ai/mxbai-rerank-base-v2", "mxbai-v2", estimated_max=9.0),
     ModelSpec("mixedbread-ai/mxbai-rerank-large-v2", "mxbai-v2", estimated_max=12.0),
@@ -102,15 +104,26 @@ def get_family(family: str | RerankerFamily) -> RerankerFamily:
 
 
 def find_spec(name_or_path: str) -> ModelSpec | None:
-    """The published model behind a hub name, a local copy or a hub-cache folder named after it."""
-    spec = _BY_NAME.get(name_or_path)
-    if spec is not None:
-        return spec
-    # Hub cache folders look like ``models--mixedbread-ai--mxbai-rerank-base-v2/snapshots/<sha>``.
-    for part in reversed(re.split(r"[\\/]|--", str(name_or_path))):
-        if part in _BY_SHORT_NAME:
-            return _BY_SHORT_NAME[part]
+    """The published model behind its exact hub name, its hub-cache folder
+    (``models--mixedbread-ai--<name>/snapshots/<sha>``) or a local folder whose own name is
+    ``<name>``. A fine-tune saved under ``.../mxbai-rerank-base-v2/checkpoint-500`` or another
+    organisation's ``someone/mxbai-rerank-base-v2`` is not the published model."""
+    name = str(name_or_path)
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    parts = [part for part in re.split(r"[\\/]", name) if part]
+    for part in parts:
+        if part.startswith("models--"):
+            hub_id = part.removeprefix("models--").replace("--", "/", 1)
+            return _BY_NAME.get(hub_id)
+    if parts and (os.path.exists(os.path.expanduser(name)) or looks_like_local_path(name)):
+        return _BY_SHORT_NAME.get(parts[-1])  # a local folder: by its own name
     return None
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else names a local path."""
+    return name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1 or "\\" in name
 
 
 def config_marker(config: Any) -> dict[str, Any]:

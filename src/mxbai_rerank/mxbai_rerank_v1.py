@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ._model import TransformerReranker
-from .families.mxbai_v1 import FAMILY
+from ._registry import get_family
+from .families.mxbai_v1 import FAMILY, MxbaiV1Family
 
 __all__ = ["MxbaiRerankV1"]
 
@@ -26,8 +27,9 @@ class MxbaiRerankV1(TransformerReranker):
 
     def __init__(self, model_name_or_path: str, *, max_length: int | None = None, **kwargs: Any) -> None:
         kwargs.pop("estimated_max", None)
-        if kwargs.pop("family", FAMILY.name) not in (FAMILY.name, FAMILY):
-            raise ValueError(f"MxbaiRerankV1 is the {FAMILY.name} family; use mxbai_rerank.load(..., family=...)")
+        family = kwargs.get("family")
+        if family is not None and not isinstance(get_family(family), MxbaiV1Family):
+            raise ValueError(f"MxbaiRerankV1 runs the {FAMILY.name} family (or one derived from it), not {family!r}")
         super().__init__(model_name_or_path, max_length=max_length, **kwargs)
 
     def prepare_inputs(self, queries: list[str], documents: list[str]) -> Any:

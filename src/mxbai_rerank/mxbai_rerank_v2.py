@@ -14,8 +14,8 @@ import torch
 
 from ._encoding import PromptPairEncoder
 from ._model import RerankerOutput, TransformerReranker
-from ._registry import DEFAULT_MODEL, MODELS
-from .families.mxbai_v2 import FAMILY, TEMPLATE
+from ._registry import DEFAULT_MODEL, MODELS, get_family
+from .families.mxbai_v2 import FAMILY, TEMPLATE, MxbaiV2Family
 from .utils import sigmoid_normalize
 
 __all__ = ["MxbaiRerankV2", "RerankerOutput", "estimated_max_cfg"]
@@ -43,8 +43,8 @@ class MxbaiRerankV2(TransformerReranker):
             model's whole window, 32k for the published models).
         tokenizer_kwargs: Passed to ``AutoTokenizer.from_pretrained``.
         disable_transformers_warnings: Set transformers' verbosity to errors only.
-        estimated_max: For ``normalize=True``; default: the model's own value (9.0 base, 12.0
-            large, else the config marker's, else 12.0). ``0.0`` is honoured.
+        estimated_max: For ``normalize=True``; default: the config marker's value, else the known
+            model's (9.0 base, 12.0 large), else 12.0. ``0.0`` is honoured.
         max_batch_tokens: Padded tokens per forward pass (default: ``_registry.DEFAULT_MAX_BATCH_TOKENS``).
         backend: Engine backend (default ``"torch"``).
         **kwargs: Hub keywords go to config, model and tokenizer; the rest to
@@ -74,8 +74,9 @@ class MxbaiRerankV2(TransformerReranker):
         max_batch_tokens: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if kwargs.pop("family", FAMILY.name) not in (FAMILY.name, FAMILY):
-            raise ValueError(f"MxbaiRerankV2 is the {FAMILY.name} family; use mxbai_rerank.load(..., family=...)")
+        family = kwargs.pop("family", None)
+        if family is not None and not isinstance(get_family(family), MxbaiV2Family):
+            raise ValueError(f"MxbaiRerankV2 runs the {FAMILY.name} family (or one derived from it), not {family!r}")
         super().__init__(
             model_name_or_path,
             device=device,
@@ -84,6 +85,8 @@ class MxbaiRerankV2(TransformerReranker):
             tokenizer_kwargs=tokenizer_kwargs,
             disable_transformers_warnings=disable_transformers_warnings,
             max_batch_tokens=max_batch_tokens,
+            family=family,
+            estimated_max=estimated_max,
             **kwargs,
         )
         encoder = self.engine.encoder
@@ -91,36 +94,20 @@ class MxbaiRerankV2(TransformerReranker):
         self._encoder = encoder
         self.model_max_length = encoder.model_max_length
         self.yes_loc, self.no_loc = encoder.positive_id, encoder.negative_id
-        self.estimated_max = self._resolve_estimated_max(estimated_max)
-
-    def _resolve_estimated_max(self, explicit: float | None) -> float:
-        from ._registry import config_marker
-
-        if explicit is not None:
-            return float(explicit)
-        spec = self.engine.spec
-        if spec is not None and spec.estimated_max is not None:
-            return spec.estimated_max
-        marked = config_marker(self.cfg).get("estimated_max")
-        if isinstance(marked, (int, float)) and not isinstance(marked, bool):
-            return float(marked)
-        assert FAMILY.default_estimated_max is not None
-        return FAMILY.default_estimated_max
 
     def _template_overrides(self) -> dict[str, Any]:
+        """The prompt fields a subclass changed (the family's own template fills in the rest)."""
         cls = type(self)
-        return {
+        fields = {
             "sep": cls.sep,
             "instruction": cls.instruction_prompt,
             "query": cls.query_prompt,
             "document": cls.doc_prompt,
             "task": cls.task_prompt,
-            "prefix": cls.chat_template["prefix"],
-            "suffix": cls.chat_template["suffix"],
+            "prefix": cls.chat_template.get("prefix", TEMPLATE.prefix),
+            "suffix": cls.chat_template.get("suffix", TEMPLATE.suffix),
         }
-
-    def _estimated_max(self) -> float | None:
-        return self.estimated_max
+        return {name: value for name, value in fields.items() if value != getattr(TEMPLATE, name)}
 
     # -- upstream's pre-tokenized template pieces ---------------------------------------
     @property

@@ -65,6 +65,8 @@ class TorchModule(torch.nn.Module):
     def to(  # type: ignore[override]
         self, device: str | torch.device | int | None = None, dtype: torch.dtype | None = None, **kwargs: Any
     ) -> TorchModule:
+        if isinstance(device, torch.dtype):  # ``.to(torch.float32)``, as nn.Module allows
+            device, dtype = None, device
         # Upstream: half precision moving onto the CPU becomes float32. A model already on the
         # CPU keeps its dtype (the default CPU dtype is bf16 where the processor has native bf16).
         if (

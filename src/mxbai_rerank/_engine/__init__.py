@@ -58,7 +58,8 @@ class ScoringEngine:
     Attributes: ``config``, ``model`` (the transformers model), ``tokenizer`` (the public
     tokenizer, never used by the engine), ``tokenizers`` (the engine's private pool),
     ``encoder``, ``head``, ``backend``, ``family``, ``spec`` (the known model, if any),
-    ``max_batch_tokens``, ``max_padding``, ``pad_token_id``.
+    ``max_batch_tokens`` and ``max_padding`` (for the device the model is on now),
+    ``pad_token_id``.
     """
 
     def __init__(
@@ -93,17 +94,26 @@ class ScoringEngine:
         target = resolve_device(device)
         ckpt_dtype = getattr(self.config, "dtype", None) or getattr(self.config, "torch_dtype", None)
         dtype = resolve_dtype(torch_dtype, target, ckpt_dtype)
-        self.backend = get_backend(backend, target)
+        self.backend = get_backend(backend)
         load_kwargs: dict[str, Any] = {"dtype": dtype, **self.backend.model_kwargs(target, dtype, family)}
         load_kwargs.update(hub_kwargs)
         load_kwargs.update(model_kwargs)
         auto_cls = getattr(transformers, family.auto_model_class)
         with quiet_transformers(enabled=True):
             try:
-                model = auto_cls.from_pretrained(self.model_id, **load_kwargs)
-                tokenizer = AutoTokenizer.from_pretrained(self.model_id, **hub_kwargs, **(tokenizer_kwargs or {}))
+                model, loading = auto_cls.from_pretrained(
+                    self.model_id, config=self.config, output_loading_info=True, **load_kwargs
+                )
+                tokenizer = AutoTokenizer.from_pretrained(self.model_id, **{**hub_kwargs, **(tokenizer_kwargs or {})})
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(f"cannot load {self.model_id!r}: {' '.join(str(exc).split())}") from exc
+        if loading.get("missing_keys"):
+            # Randomly initialised weights score nonsense; say so rather than rank silently.
+            logger.warning(
+                "%s: weights missing from the checkpoint were randomly initialised: %s",
+                self.model_id,
+                ", ".join(sorted(loading["missing_keys"])[:8]),
+            )
         self.model: torch.nn.Module = model.to(target).eval()
         self.tokenizer = tokenizer
         self.tokenizers = TokenizerPool(tokenizer)
@@ -115,8 +125,7 @@ class ScoringEngine:
         except ValueError as exc:
             raise ModelLoadError(f"cannot use the tokenizer of {self.model_id!r}: {exc}") from exc
         self.head: ScoreHead = family.build_head(self.model, self.encoder)
-        self.max_batch_tokens = int(max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(target.type, 8192))
-        self.max_padding = DEFAULT_MAX_PADDING.get(target.type, 0.2)
+        self._max_batch_tokens = max_batch_tokens
         self.pad_token_id = _pad_id(tokenizer)
         self._forward_lock = threading.Lock()
         self.backend.prepare(self)
@@ -137,6 +146,18 @@ class ScoringEngine:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def max_batch_tokens(self) -> int:
+        """The padded-token budget of a forward pass: the caller's, else the current device's default."""
+        return int(
+            self._max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, DEFAULT_MAX_BATCH_TOKENS["cpu"])
+        )
+
+    @property
+    def max_padding(self) -> float:
+        """Most share of a batch that may be padding, on the current device."""
+        return DEFAULT_MAX_PADDING.get(self.device.type, DEFAULT_MAX_PADDING["cpu"])
 
     @property
     def max_length(self) -> int:
@@ -162,13 +183,18 @@ class ScoringEngine:
         if max_batch_tokens is not None and max_batch_tokens <= 0:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
         with self._forward_lock, torch.inference_mode():
-            scores = self.backend.run(
-                self,
-                encoded,
-                max_batch_tokens=max_batch_tokens or self.max_batch_tokens,
-                batch_size=batch_size or len(encoded),
-                show_progress=show_progress,
-            )
+            training = self.model.training
+            self.model.eval()  # no dropout while scoring, even between training steps
+            try:
+                scores = self.backend.run(
+                    self,
+                    encoded,
+                    max_batch_tokens=max_batch_tokens or self.max_batch_tokens,
+                    batch_size=batch_size or len(encoded),
+                    show_progress=show_progress,
+                )
+            finally:
+                self.model.train(training)
         bad = np.flatnonzero(~np.isfinite(scores))
         if bad.size:
             raise NonFiniteScoreError(

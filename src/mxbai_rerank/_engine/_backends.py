@@ -72,15 +72,17 @@ class PaddedBackend:
 
     ``prefix``: how pairs are grouped when the head can reuse a shared prefix:
     ``"query"`` - per query, so the chat prefix and the query are encoded once (best where
-    larger batches gain nothing: CPUs); ``"common"`` - all pairs in one group sharing only the
-    common prefix (keeps batches full on GPUs); ``"off"`` - no prefix reuse.
+    larger batches gain nothing: CPUs); queries with a single pair share one group, so they
+    still batch together; ``"common"`` - all pairs in one group sharing only the common prefix
+    (keeps batches full on GPUs); ``"off"`` - no prefix reuse; ``"auto"`` (default) - ``query``
+    on a CPU, ``common`` elsewhere, decided per call from where the model is now.
     """
 
     name = "torch"
 
-    def __init__(self, prefix: str = "query") -> None:
-        if prefix not in ("query", "common", "off"):
-            raise ValueError(f"prefix must be 'query', 'common' or 'off', got {prefix!r}")
+    def __init__(self, prefix: str = "auto") -> None:
+        if prefix not in ("auto", "query", "common", "off"):
+            raise ValueError(f"prefix must be 'auto', 'query', 'common' or 'off', got {prefix!r}")
         self.prefix = prefix
 
     def model_kwargs(self, device: torch.device, dtype: torch.dtype, family: RerankerFamily) -> dict[str, Any]:
@@ -92,13 +94,17 @@ class PaddedBackend:
         return None
 
     def _groups(self, engine: ScoringEngine, encoded: EncodedPairs) -> list[_Group]:
-        reuse = engine.head.reuses_prefix and self.prefix != "off"
+        mode = ("query" if engine.device.type == "cpu" else "common") if self.prefix == "auto" else self.prefix
+        reuse = engine.head.reuses_prefix and mode != "off"
         members_of: dict[int, list[int]] = {}
-        keys = encoded.group_ids() if reuse and self.prefix == "query" else [0] * len(encoded)
+        keys = encoded.group_ids() if reuse and mode == "query" else [0] * len(encoded)
         for i, key in enumerate(keys):
             members_of.setdefault(key, []).append(i)
+        # Queries with one pair have nothing of their own to share: batch them together.
+        singles = [m[0] for m in members_of.values() if len(m) == 1]
+        member_lists = [m for m in members_of.values() if len(m) > 1] + ([singles] if singles else [])
         groups = []
-        for members in members_of.values():
+        for members in member_lists:
             sequences = [encoded.input_ids[i] for i in members]
             shared = common_prefix_length(sequences) if reuse and len(members) > 1 else 0
             prefix = engine.head.encode_prefix(sequences[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
@@ -137,18 +143,16 @@ class PaddedBackend:
         return scores.cpu().numpy()  # one synchronisation per call
 
 
-BACKENDS: dict[str, Callable[[torch.device], Backend]] = {
-    # CPUs gain nothing from larger batches, so pairs are grouped by query to cache the query;
-    # elsewhere all pairs share one group so batches stay full.
-    "torch": lambda device: PaddedBackend("query" if device.type == "cpu" else "common"),
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "torch": PaddedBackend,
 }
 
 
-def get_backend(backend: str | Backend | None, device: torch.device) -> Backend:
+def get_backend(backend: str | Backend | None) -> Backend:
     if backend is None:
         backend = "torch"
     if not isinstance(backend, str):
         return backend
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[backend](device)
+    return BACKENDS[backend]()

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from .._registry import looks_like_local_path
+
 logger = logging.getLogger(__name__)
 
 _DTYPES = {
@@ -68,7 +70,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     elif target.type == "mps" and not _mps_available():
         raise ModelLoadError(f"device {device!r}: Apple MPS is not available on this machine")
-    elif target.type not in ("cpu", "cuda", "mps", "xpu"):
+    elif target.type not in ("cpu", "cuda", "mps"):
         raise ModelLoadError(f"unsupported device {device!r}: use cpu, cuda, cuda:N, mps or auto")
     return target
 
@@ -111,10 +113,12 @@ def read_config(name_or_path: str, **kwargs: Any) -> Any:
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"model path {str(path)!r} is a file; pass the model directory")
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"model directory {str(path)!r} has no config.json: not a Hugging Face model")
+        config_file = path / str(kwargs.get("subfolder") or "") / "config.json"
+        if not config_file.is_file():
+            missing = config_file.relative_to(path)
+            raise ModelLoadError(f"model directory {str(path)!r} has no {missing}: not a Hugging Face model")
         try:
-            json.loads((path / "config.json").read_text(encoding="utf-8"))
+            json.loads(config_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"model directory {str(path)!r} has an unreadable config.json: {exc}") from exc
     elif looks_like_local_path(str(name_or_path)):
@@ -127,11 +131,6 @@ def read_config(name_or_path: str, **kwargs: Any) -> Any:
         raise ModelLoadError(
             f"cannot load {str(name_or_path)!r}: not a local model directory, and the hub could not provide it ({exc})"
         ) from exc
-
-
-def looks_like_local_path(name: str) -> bool:
-    # Hub ids are ``name`` or ``org/name``; anything else that does not exist is a bad path.
-    return name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1 or "\\" in name
 
 
 @contextmanager

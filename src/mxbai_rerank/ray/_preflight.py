@@ -347,8 +347,8 @@ def check_model_path(model: str, family: str | None = None) -> None:
     """A :class:`~mxbai_rerank.ModelLoadError` when ``model`` names a local path that ``load`` would
     refuse (missing, a file, no readable ``config.json``, not a known reranker family), read from
     its config alone. Hub ids are not checked here (that needs the network)."""
-    from .._engine._loading import looks_like_local_path
     from .._loader import identify_family
+    from .._registry import looks_like_local_path
 
     if Path(os.path.expanduser(model)).exists() or looks_like_local_path(model):
         identify_family(model, family)
