@@ -82,3 +82,11 @@ def test_ranking_json_tool_schemas(v2_reranker: MxbaiRerankV2) -> None:
     assert [r.score for r in sorted(by_fields, key=lambda r: r.index)] == pytest.approx(expected.tolist(), abs=1e-5)
     whole = v2_reranker.rank(query, TOOLS, top_k=2)
     assert len(whole) == 2 and all(isinstance(r.document, dict) for r in whole)
+
+
+def test_non_ascii_digits_are_not_list_indices() -> None:
+    from mxbai_rerank._documents import document_text
+
+    assert document_text({"a": ["x", "y"]}, ["a.1"]) == "y"
+    with pytest.raises(ValueError, match=r"rank_fields path 'a\.²' not found"):
+        document_text({"a": ["x", "y"]}, ["a.²"])

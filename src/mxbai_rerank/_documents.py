@@ -52,6 +52,11 @@ def normalize_rank_fields(rank_fields: object) -> list[str] | None:
     return list(rank_fields)
 
 
+def _is_index(part: str, size: int) -> bool:
+    """An ASCII decimal list index below ``size`` ("²" is a digit to ``str.isdigit``, not an index)."""
+    return part.isascii() and part.isdecimal() and int(part) < size
+
+
 def lookup(obj: Any, path: str) -> Any:
     """The value at a dotted ``path``; an exact key containing dots wins over descending."""
     if isinstance(obj, Mapping) and path in obj:
@@ -60,7 +65,7 @@ def lookup(obj: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(node, Mapping) and part in node:
             node = node[part]
-        elif isinstance(node, Sequence) and not isinstance(node, str) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, Sequence) and not isinstance(node, str) and _is_index(part, len(node)):
             node = node[int(part)]
         else:
             return _MISSING

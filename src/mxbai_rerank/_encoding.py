@@ -40,6 +40,17 @@ __all__ = [
 CUT_SLACK_TOKENS = 8
 
 
+def longest_token_chars(tokenizer: Any) -> int:
+    """Characters of the tokenizer's longest vocabulary entry (128 when it has no vocabulary)."""
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    return max((len(t) for t in vocab), default=128)
+
+
+def char_bound(max_tokens: int, longest: int) -> int:
+    """Characters of a text that are enough to give its first (or last) ``max_tokens`` tokens."""
+    return (max(max_tokens, 0) + CUT_SLACK_TOKENS) * 2 * longest
+
+
 @dataclass
 class EncodedPairs:
     """Token ids of scored pairs, in input order, ready for :func:`~._batching.collate`."""
@@ -105,8 +116,7 @@ class TokenizerPool:
         self._free: list[Any] = [self._quiet(copy.deepcopy(tokenizer))]
         self._free_lock = threading.Lock()
         self.max_idle = max(2, os.cpu_count() or 2)
-        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-        self.longest_token_chars = max((len(t) for t in vocab), default=128)
+        self.longest_token_chars = longest_token_chars(tokenizer)
 
     def copy(self) -> Any:
         """A new private copy for the caller to keep."""
@@ -171,7 +181,7 @@ class TokenizerPool:
 
     def cut(self, text: str, max_tokens: int) -> str:
         """``text`` without the characters that cannot survive truncation to ``max_tokens`` tokens."""
-        limit = (max(max_tokens, 0) + CUT_SLACK_TOKENS) * 2 * self.longest_token_chars
+        limit = char_bound(max_tokens, self.longest_token_chars)
         return text if len(text) <= limit else text[:limit]
 
 

@@ -379,9 +379,7 @@ def model_options(
 
     def decorate(func: F) -> F:
         model_default: dict[str, Any] = (
-            {"required": True}
-            if model_required
-            else {"default": DEFAULT_MODEL, "show_default": True}
+            {"required": True} if model_required else {"default": DEFAULT_MODEL, "show_default": True}
         )
         options = [
             click.option(

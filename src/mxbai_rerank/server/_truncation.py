@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .._encoding import CUT_SLACK_TOKENS
+from .._encoding import char_bound, longest_token_chars
 
 if TYPE_CHECKING:
     from .._scorer import Scorer
@@ -49,15 +49,14 @@ class DocumentTruncator:
         # must not be used by two threads at once, so this one is guarded by ``self._lock``.
         self._tokenizer = scorer.tokenizer_copy()
         self._lock = threading.Lock()
-        vocab = self._tokenizer.get_vocab() if hasattr(self._tokenizer, "get_vocab") else {}
-        self._longest_token_chars = max((len(token) for token in vocab), default=128)
+        self._longest_token_chars = longest_token_chars(self._tokenizer)
         filler = "word " * (scorer.info().max_length + 16)
         # The longest encoding the model produces: any pair that reaches it was truncated.
         self.window = len(scorer.encode_pairs(["q"], [filler]).input_ids[0])
 
     def char_bound(self, max_tokens: int) -> int:
         """Characters of a text that are enough to give its first (or last) ``max_tokens`` tokens."""
-        return (max(max_tokens, 0) + CUT_SLACK_TOKENS) * 2 * self._longest_token_chars
+        return char_bound(max_tokens, self._longest_token_chars)
 
     def _offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         with self._lock:
