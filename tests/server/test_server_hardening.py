@@ -242,9 +242,22 @@ def test_an_idle_connection_is_closed_after_the_header_timeout(server: ServerPro
 # -- item 3: disconnects -----------------------------------------------------------------------
 
 
-def test_a_client_that_disconnects_leaves_no_work_and_frees_its_slot(server: ServerProcess, v2_reranker: Any) -> None:
+@pytest.fixture(scope="module")
+def slow_server(v2_model_dir: Path) -> Iterator[ServerProcess]:
+    """The same limits, and forward passes of one pair each, so that a request of 1000 pairs keeps
+    the worker busy for seconds even on a fast, quiet machine (the tiny model scores 400 pairs in
+    a fraction of a second at the default budget)."""
+    proc = start_server(v2_model_dir, *SERVER_ARGS, "--max-batch-tokens", "64")
+    yield proc
+    proc.stop()
+
+
+def test_a_client_that_disconnects_leaves_no_work_and_frees_its_slot(
+    slow_server: ServerProcess, v2_reranker: Any
+) -> None:
+    server = slow_server
     quitters = 8
-    blocker_docs = docs_for("blocker", 400)
+    blocker_docs = docs_for("blocker", 1000)
     quitter_body = [json.dumps({"query": QUERY, "texts": docs_for(f"quit{i}", 8)}).encode() for i in range(quitters)]
     late_docs = docs_for("late", 2)
 
