@@ -31,6 +31,7 @@ __all__ = [
     "RerankServerError",
     "check_positive",
     "check_rank_fields",
+    "configure",
     "make_client",
     "type_name",
 ]
@@ -364,3 +365,45 @@ def make_client(
     return LocalClient(
         model, instruction=instruction, rank_fields=fields, model_kwargs=model_kwargs, rank_kwargs=rank_kwargs
     )
+
+
+def configure(
+    model: Any,
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    top_n: int | None,
+    instruction: str | None,
+    rank_fields: Sequence[str] | str | None,
+    model_kwargs: Mapping[str, Any] | None,
+    timeout: float,
+    rank_kwargs: Mapping[str, Any],
+    extra: str,
+) -> tuple[LocalClient | RemoteClient, dict[str, Any]]:
+    """A checked, warmed-up client and the checked field values of a pydantic-based integration
+    (the LangChain compressor and the LlamaIndex postprocessor declare the same fields)."""
+    top_n = check_positive(top_n, "top_n")
+    client = make_client(
+        model,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        instruction=instruction,
+        rank_fields=rank_fields,
+        model_kwargs=model_kwargs,
+        rank_kwargs=rank_kwargs,
+        extra=extra,
+    )
+    client.warm_up()
+    fields = {
+        "model": model,
+        "base_url": base_url,
+        "api_key": api_key,
+        "top_n": top_n,
+        "instruction": instruction,
+        "rank_fields": client.rank_fields,
+        "model_kwargs": dict(model_kwargs or {}),
+        "rank_kwargs": client.rank_kwargs,
+        "timeout": timeout,
+    }
+    return client, fields

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .._documents import Document as JsonDocument
 from .._documents import check_query
 from .._extras import require
-from ._client import LocalClient, Ranked, RemoteClient, check_positive, make_client, type_name
+from ._client import LocalClient, Ranked, RemoteClient, check_positive, configure, type_name
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import Callbacks
@@ -83,30 +83,19 @@ class MxbaiRerankCompressor(_documents.BaseDocumentCompressor):
         timeout: float = 60.0,
         **rank_kwargs: Any,
     ) -> None:
-        top_n = check_positive(top_n, "top_n")
-        client = make_client(
+        client, fields = configure(
             model,
-            base_url=base_url,
-            api_key=api_key,
-            timeout=timeout,
-            instruction=instruction,
-            rank_fields=rank_fields,
-            model_kwargs=model_kwargs,
-            rank_kwargs=rank_kwargs,
-            extra="langchain",
-        )
-        client.warm_up()
-        super().__init__(
-            model=model,
             base_url=base_url,
             api_key=api_key,
             top_n=top_n,
             instruction=instruction,
-            rank_fields=client.rank_fields,
-            model_kwargs=dict(model_kwargs or {}),
-            rank_kwargs=client.rank_kwargs,
+            rank_fields=rank_fields,
+            model_kwargs=model_kwargs,
             timeout=timeout,
+            rank_kwargs=rank_kwargs,
+            extra="langchain",
         )
+        super().__init__(**fields)
         self._client = client
 
     @property
