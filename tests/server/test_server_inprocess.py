@@ -147,3 +147,32 @@ def test_server_truncation_never_tokenizes_more_than_can_survive(v2_reranker: An
     assert head == long[: offsets[keep - 1][1]]
     assert tail == long[offsets[len(offsets) - keep][0] :]
     assert short == "short text"
+
+
+def test_long_documents_chunk_in_all_three_apis(v2_reranker: Any) -> None:
+    """The request field scores long documents by windows, exactly as the library does."""
+    app = create_app(v2_reranker, ServerSettings(model_name="tiny", warmup=False))
+    query = "which sentence mentions the fox"
+    docs = ["".join(f"Sentence {i} is about the weather. " for i in range(120)) + "The fox is red.", "A short one."]
+    chunk = {"long_documents": "chunk", "chunk_size": 64, "chunk_aggregate": "max"}
+    expected = v2_reranker.score_pairs([query] * 2, docs, normalize=True, **chunk)
+    truncated = v2_reranker.score_pairs([query] * 2, docs, normalize=True)
+    assert abs(expected[0] - truncated[0]) > 1e-4  # the option changes the long document's score
+    requests = [
+        ("/v1/reranking", {"query": query, "input": docs, **chunk}),
+        ("/v2/rerank", {"query": query, "documents": docs, **chunk}),
+        ("/rerank", {"query": query, "texts": docs, **chunk}),
+        (
+            "/v1/reranking",
+            {"query": query, "input": docs, "long_documents": "chunk", "chunk_size": 8, "chunk_stride": 8},
+        ),
+        ("/v1/reranking", {"query": query, "input": docs, "long_documents": "split"}),
+    ]
+    responses, _, _ = asyncio.run(_run(app, requests))
+    mixedbread = {r["index"]: r["score"] for r in responses[0].json()["data"]}
+    cohere = {r["index"]: r["relevance_score"] for r in responses[1].json()["results"]}
+    tei = {r["index"]: r["score"] for r in responses[2].json()}
+    for got in (mixedbread, cohere, tei):
+        assert [got[0], got[1]] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert responses[3].status_code == 422 and "chunk_stride" in responses[3].json()["message"]
+    assert responses[4].status_code == 422 and responses[4].json()["param"] == "long_documents"

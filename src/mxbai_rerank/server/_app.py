@@ -53,6 +53,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .._chunking import aggregate_windows
 from .._documents import Document, documents_to_texts, lookup, normalize_rank_fields
 from .._encoding import EncodedPairs
 from .._scorer import Scorer
@@ -378,6 +379,7 @@ class _Service:
         field_name: str,
         max_tokens_per_doc: int | None,
         fit: Literal["encoder", "left", "strict"],
+        chunking: dict[str, Any],
     ) -> EncodedPairs:
         """Runs in the tokenizer pool."""
         try:
@@ -391,7 +393,8 @@ class _Service:
                     truncator.check_fits(texts, room, field_name)
                 else:
                     texts = truncator.cut(texts, room, keep="end")
-            return self.scorer.encode_pairs([query] * len(texts), texts, instruction=instruction)
+            options = {k: chunking[k] for k in ("long_documents", "chunk_size", "chunk_stride") if k in chunking}
+            return self.scorer.encode_pairs([query] * len(texts), texts, instruction=instruction, **options)
         except InputTooLongError as exc:
             raise ApiError(413, str(exc), param=f"{field_name}[{exc.index}]") from exc
         except (TypeError, ValueError) as exc:
@@ -408,8 +411,16 @@ class _Service:
         sent_rank_fields: bool = False,
         max_tokens_per_doc: int | None = None,
         fit: Literal["encoder", "left", "strict"] = "encoder",
+        chunking: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Raw head outputs (input order) and the number of real (unpadded) tokens scored."""
+        """Raw head outputs (input order, one per document) and the real (unpadded) tokens scored.
+
+        With ``chunking={"long_documents": "chunk", ...}`` a long document is scored as windows
+        and its raw score is their aggregate.
+        """
+        chunking = dict(chunking or {})
+        if chunking.get("long_documents", "truncate") == "truncate":
+            chunking = {}
         if self.scheduler is None or self._pool is None:
             raise ApiError(503, "the server is not started")
         loop = asyncio.get_running_loop()
@@ -425,6 +436,7 @@ class _Service:
             field,
             max_tokens_per_doc,
             fit,
+            chunking,
         )
         self.metrics.tokenize_duration.observe(time.perf_counter() - started)
         try:
@@ -439,9 +451,11 @@ class _Service:
             request_id = _request_id.get()
             logger.error("scoring %d pairs failed; request id %s", len(encoded), request_id, exc_info=exc)
             raise ApiError(500, f"internal error while scoring; request id {request_id}", "backend") from exc
+        if encoded.windows is not None:  # chunked: one raw score per document from its windows
+            raw, _ = aggregate_windows(raw, encoded.windows, chunking.get("chunk_aggregate", "max"))
         tokens = real_tokens(encoded)
         self.metrics.tokens.inc(tokens)
-        self.metrics.documents.inc(len(encoded))
+        self.metrics.documents.inc(len(documents))
         return raw, tokens
 
     def ranked(self, raw: np.ndarray, top_k: int | None, *, raw_scores: bool = False) -> list[tuple[int, float]]:
@@ -763,6 +777,7 @@ def create_app(
             field="input",
             rank_fields=body.rank_fields,
             sent_rank_fields=body.rank_fields is not None,
+            chunking=body.chunking(),
         )
         data = []
         for index, score in service.ranked(raw, body.top_k):
@@ -795,6 +810,7 @@ def create_app(
             rank_fields=rank_fields,
             sent_rank_fields=body.rank_fields is not None,
             max_tokens_per_doc=body.max_tokens_per_doc,
+            chunking=body.chunking(),
         )
         results = []
         for index, score in service.ranked(raw, body.top_n):
@@ -853,7 +869,9 @@ def create_app(
             fit = "left"
         else:
             fit = "encoder"
-        raw, _ = await service.score(body.query, body.texts, instruction=body.instruction, field="texts", fit=fit)
+        raw, _ = await service.score(
+            body.query, body.texts, instruction=body.instruction, field="texts", fit=fit, chunking=body.chunking()
+        )
         out = []
         for index, score in service.ranked(raw, None, raw_scores=body.raw_scores):
             item: dict[str, Any] = {"index": index, "score": score}

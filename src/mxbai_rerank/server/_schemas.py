@@ -33,6 +33,31 @@ class _Request(BaseModel):
     instruction: str | None = Field(
         default=None, description="Optional task instruction put before the query (v2 models only)."
     )
+    long_documents: Literal["truncate", "chunk"] = Field(
+        default="truncate",
+        description="Documents longer than the window: cut them (default), or score overlapping windows and "
+        "aggregate their scores.",
+    )
+    chunk_size: int | None = Field(default=None, ge=1, description="With chunk: document tokens per window.")
+    chunk_stride: int | None = Field(
+        default=None, ge=1, description="With chunk: tokens between window starts (smaller than chunk_size)."
+    )
+    chunk_aggregate: Literal["max", "first", "mean"] = Field(
+        default="max", description="With chunk: a document's score from its windows' scores."
+    )
+
+    def chunking(self) -> dict[str, Any]:
+        """The library's long-document options of this request."""
+        return _chunking(self)
+
+
+def _chunking(request: Any) -> dict[str, Any]:
+    return {
+        "long_documents": request.long_documents,
+        "chunk_size": request.chunk_size,
+        "chunk_stride": request.chunk_stride,
+        "chunk_aggregate": request.chunk_aggregate,
+    }
 
 
 class MixedbreadRerankRequest(_Request):
@@ -113,6 +138,22 @@ class TeiRerankRequest(BaseModel):
     )
     truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
     instruction: str | None = None
+    long_documents: Literal["truncate", "chunk"] = Field(
+        default="truncate",
+        description="Documents longer than the window: cut them (default), or score overlapping windows and "
+        "aggregate their scores.",
+    )
+    chunk_size: int | None = Field(default=None, ge=1, description="With chunk: document tokens per window.")
+    chunk_stride: int | None = Field(
+        default=None, ge=1, description="With chunk: tokens between window starts (smaller than chunk_size)."
+    )
+    chunk_aggregate: Literal["max", "first", "mean"] = Field(
+        default="max", description="With chunk: a document's score from its windows' scores."
+    )
+
+    def chunking(self) -> dict[str, Any]:
+        """The library's long-document options of this request."""
+        return _chunking(self)
 
 
 class TeiRerankResult(BaseModel):
