@@ -25,14 +25,11 @@ __all__ = [
 Document = str | dict[str, Any]
 
 
-class _Request(BaseModel):
+class _LongDocuments(BaseModel):
+    """The library's long-document options, as request fields of every API."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    model: str | None = Field(default=None, description="A served model id (see GET /v1/models); optional.")
-    query: str = Field(description="The search query.")
-    instruction: str | None = Field(
-        default=None, description="Optional task instruction put before the query (v2 models only)."
-    )
     long_documents: Literal["truncate", "chunk"] = Field(
         default="truncate",
         description="Documents longer than the window: cut them (default), or score overlapping windows and "
@@ -48,16 +45,20 @@ class _Request(BaseModel):
 
     def chunking(self) -> dict[str, Any]:
         """The library's long-document options of this request."""
-        return _chunking(self)
+        return {
+            "long_documents": self.long_documents,
+            "chunk_size": self.chunk_size,
+            "chunk_stride": self.chunk_stride,
+            "chunk_aggregate": self.chunk_aggregate,
+        }
 
 
-def _chunking(request: Any) -> dict[str, Any]:
-    return {
-        "long_documents": request.long_documents,
-        "chunk_size": request.chunk_size,
-        "chunk_stride": request.chunk_stride,
-        "chunk_aggregate": request.chunk_aggregate,
-    }
+class _Request(_LongDocuments):
+    model: str | None = Field(default=None, description="A served model id (see GET /v1/models); optional.")
+    query: str = Field(description="The search query.")
+    instruction: str | None = Field(
+        default=None, description="Optional task instruction put before the query (v2 models only)."
+    )
 
 
 class MixedbreadRerankRequest(_Request):
@@ -123,10 +124,8 @@ class CohereRerankResponse(BaseModel):
     usage: Usage
 
 
-class TeiRerankRequest(BaseModel):
+class TeiRerankRequest(_LongDocuments):
     """``POST /rerank``: the Hugging Face text-embeddings-inference API."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
 
     model: str | None = Field(default=None, description="A served model id; optional.")
     query: str
@@ -138,22 +137,6 @@ class TeiRerankRequest(BaseModel):
     )
     truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
     instruction: str | None = None
-    long_documents: Literal["truncate", "chunk"] = Field(
-        default="truncate",
-        description="Documents longer than the window: cut them (default), or score overlapping windows and "
-        "aggregate their scores.",
-    )
-    chunk_size: int | None = Field(default=None, ge=1, description="With chunk: document tokens per window.")
-    chunk_stride: int | None = Field(
-        default=None, ge=1, description="With chunk: tokens between window starts (smaller than chunk_size)."
-    )
-    chunk_aggregate: Literal["max", "first", "mean"] = Field(
-        default="max", description="With chunk: a document's score from its windows' scores."
-    )
-
-    def chunking(self) -> dict[str, Any]:
-        """The library's long-document options of this request."""
-        return _chunking(self)
 
 
 class TeiRerankResult(BaseModel):
