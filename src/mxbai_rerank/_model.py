@@ -169,15 +169,22 @@ class TransformerReranker(BaseReranker, TorchModule):
         per window (``EncodedPairs.windows``); aggregate their raw scores with
         :func:`mxbai_rerank.aggregate_windows`.
         """
+        chunking = Chunking.from_options(long_documents, chunk_size, chunk_stride)
+        texts = self._texts(queries, documents, instruction, rank_fields)
+        return self._encode_texts(list(queries), texts, instruction, chunking)
+
+    @staticmethod
+    def _texts(
+        queries: Sequence[str], documents: Sequence[Document], instruction: str | None, rank_fields: object
+    ) -> list[str]:
+        """The checked inputs' scored texts (the one validation of a public call)."""
         if len(queries) != len(documents):
             raise ValueError(f"got {len(queries)} queries but {len(documents)} documents")
         for q in set(queries):
             check_query(q)
         if instruction is not None:
             check_query(instruction, "instruction")
-        chunking = Chunking.from_options(long_documents, chunk_size, chunk_stride)
-        texts = documents_to_texts(check_documents(documents), normalize_rank_fields(rank_fields))
-        return self._encode_texts(list(queries), texts, instruction, chunking)
+        return documents_to_texts(check_documents(documents), normalize_rank_fields(rank_fields))
 
     def _encode_texts(
         self, queries: list[str], texts: list[str], instruction: str | None, chunking: Chunking | None
@@ -251,16 +258,35 @@ class TransformerReranker(BaseReranker, TorchModule):
     ) -> np.ndarray:
         """Scores for ``(queries[i], documents[i])`` in input order, as ``rank`` reports them."""
         chunking = Chunking.from_options(long_documents, chunk_size, chunk_stride, chunk_aggregate)
-        encoded = self.encode_pairs(
-            queries, documents, instruction=instruction, rank_fields=rank_fields, long_documents=long_documents,
-            chunk_size=chunk_size, chunk_stride=chunk_stride,
+        texts = self._texts(queries, documents, instruction, rank_fields)
+        scores, _ = self._score_texts(
+            list(queries), texts, instruction, chunking,
+            normalize=normalize, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress,
         )  # fmt: skip
+        return scores
+
+    def _score_texts(
+        self,
+        queries: list[str],
+        texts: list[str],
+        instruction: str | None,
+        chunking: Chunking | None,
+        *,
+        normalize: bool,
+        batch_size: int | None,
+        max_batch_tokens: int | None,
+        show_progress: bool,
+    ) -> tuple[np.ndarray, list[tuple[int, int]] | None]:
+        """Encode -> score -> (with chunking) aggregate windows -> post-process: one score per
+        document, and with chunking each document's best-window span."""
+        encoded = self._encode_texts(queries, texts, instruction, chunking)
         raw = self.score_encoded(
             encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
         )
+        spans = None
         if chunking is not None and encoded.windows is not None:
-            raw, _ = aggregate_windows(raw, encoded.windows, chunking.aggregate)
-        return self.postprocess(raw, normalize=normalize)
+            raw, spans = aggregate_windows(raw, encoded.windows, chunking.aggregate)
+        return self.postprocess(raw, normalize=normalize), spans
 
     # -- upstream contract ------------------------------------------------------------------
     def _scores_and_spans(
@@ -288,13 +314,10 @@ class TransformerReranker(BaseReranker, TorchModule):
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
         if instruction is not None:
             check_query(instruction, "instruction")
-        encoded = self._encode_texts(list(queries), list(documents), instruction, chunking)
-        raw = self.score_encoded(
-            encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
-        )
-        assert encoded.windows is not None
-        doc_raw, spans = aggregate_windows(raw, encoded.windows, chunking.aggregate)
-        return self.postprocess(doc_raw, normalize=normalize), spans
+        return self._score_texts(
+            list(queries), list(documents), instruction, chunking,
+            normalize=normalize, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress,
+        )  # fmt: skip
 
     def _compute_scores(
         self,
@@ -315,11 +338,11 @@ class TransformerReranker(BaseReranker, TorchModule):
             raise TypeError("_compute_scores takes document texts; use rank() or score_pairs() for JSON objects")
         if instruction is not None:
             check_query(instruction, "instruction")
-        encoded = self.engine.encode(list(queries), list(documents), instruction)
-        raw = self.score_encoded(
-            encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
-        )
-        return self.postprocess(raw, normalize=normalize)
+        scores, _ = self._score_texts(
+            list(queries), list(documents), instruction, None,
+            normalize=normalize, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress,
+        )  # fmt: skip
+        return scores
 
     def predict(self, queries: list[str], documents: list[str], **kwargs: Any) -> torch.Tensor:
         """Scores for the pairs as a float32 tensor (upstream's ``predict``)."""
