@@ -12,14 +12,24 @@ document's scored text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ._encoding import EncodedPairs, PairEncoder
 
-__all__ = ["AGGREGATES", "LONG_DOCUMENTS", "Chunking", "aggregate_windows", "encode_chunked", "plan_windows"]
+__all__ = [
+    "AGGREGATES",
+    "LONG_DOCUMENTS",
+    "Chunking",
+    "aggregate_windows",
+    "encode_chunked",
+    "per_document",
+    "plan_windows",
+    "split_options",
+]
 
 LONG_DOCUMENTS = ("truncate", "chunk")
 AGGREGATES = ("max", "first", "mean")
@@ -161,3 +171,21 @@ def aggregate_windows(
         spans.append((windows[best][1], windows[best][2]))
         scores[doc] = values.max() if how == "max" else values[0] if how == "first" else values.mean()
     return scores, spans
+
+
+def split_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """Rank-style long-document options -> (``encode_pairs`` keywords, aggregate).
+
+    The keywords are empty for plain truncation, so a ``Scorer`` that knows no chunking still
+    works. The values are not checked here: ``encode_pairs`` checks them.
+    """
+    encode = dict(options or {})
+    aggregate = encode.pop("chunk_aggregate", "max")
+    if encode.get("long_documents", "truncate") == "truncate":
+        encode = {}
+    return encode, aggregate
+
+
+def per_document(raw: np.ndarray, encoded: EncodedPairs, aggregate: str = "max") -> np.ndarray:
+    """One raw score per document: the windows' aggregate where ``encoded``'s rows are windows."""
+    return raw if encoded.windows is None else aggregate_windows(raw, encoded.windows, aggregate)[0]

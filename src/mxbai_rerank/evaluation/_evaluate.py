@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import BaseReranker, Scorer, aggregate_windows
+from .. import BaseReranker, Scorer
+from .._chunking import per_document, split_options
 from ._beir import BeirDataset, load_beir, resolve_dataset
 from ._first_stage import BM25Settings, bm25_search, candidates_from_run
 from ._metrics import METRICS, compute_metrics
@@ -113,12 +114,9 @@ def _score(
         # One call for the whole chunk: the forward passes are packed by tokens across queries.
         queries = [query for query, docs in groups for _ in docs]
         documents = [doc for _, docs in groups for doc in docs]
-        options = dict(chunking or {})
-        aggregate = options.pop("chunk_aggregate", "max")
+        options, aggregate = split_options(chunking)
         encoded = reranker.encode_pairs(queries, documents, instruction=instruction, **options)
-        raw = reranker.score_encoded(encoded, max_batch_tokens=max_batch_tokens)
-        if encoded.windows is not None:  # long documents split into windows: one score per document
-            raw, _ = aggregate_windows(raw, encoded.windows, aggregate)
+        raw = per_document(reranker.score_encoded(encoded, max_batch_tokens=max_batch_tokens), encoded, aggregate)
         return np.asarray(reranker.postprocess(raw), dtype=np.float64)
     if chunking:
         raise ValueError("long-document chunking needs a Scorer (mxbai_rerank.load(...)), not a predict-only reranker")

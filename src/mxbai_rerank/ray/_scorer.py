@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .. import EncodedPairs, Scorer, aggregate_windows, load
-from .._chunking import Chunking
+from .. import EncodedPairs, Scorer, load
+from .._chunking import Chunking, per_document, split_options
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +116,8 @@ class RerankScorer:
         self.instruction_column = instruction_column
         self.score_column = score_column
         self.progress = progress
-        options = dict(chunking or {})
-        self.aggregate = options.pop("chunk_aggregate", "max")
-        self.encode_options = options  # long_documents, chunk_size, chunk_stride
-        Chunking.from_options(**options, chunk_aggregate=self.aggregate)  # a bad option fails here, not per batch
+        Chunking.from_options(**dict(chunking or {}))  # a bad option fails here, not per batch
+        self.encode_options, self.aggregate = split_options(chunking)
         self.reranker: Scorer = load(
             model, device=device, torch_dtype=torch_dtype, max_batch_tokens=max_batch_tokens, **(model_kwargs or {})
         )
@@ -181,9 +179,7 @@ class RerankScorer:
             order.extend(rows)
         # One plan over every group: the forward passes are packed by token length across groups.
         merged = EncodedPairs.concat(parts)
-        raw = self.reranker.score_encoded(merged, batch_size=self.batch_size)
-        if merged.windows is not None:  # chunked: one score per document from its windows
-            raw, _ = aggregate_windows(raw, merged.windows, self.aggregate)
+        raw = per_document(self.reranker.score_encoded(merged, batch_size=self.batch_size), merged, self.aggregate)
         scores = np.empty(n, dtype=np.float32)
         scores[order] = self.reranker.postprocess(raw, normalize=self.normalize)
         return scores

@@ -53,7 +53,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._chunking import aggregate_windows
+from .._chunking import per_document, split_options
 from .._documents import Document, documents_to_texts, lookup, normalize_rank_fields
 from .._encoding import EncodedPairs
 from .._scorer import Scorer
@@ -379,7 +379,7 @@ class _Service:
         field_name: str,
         max_tokens_per_doc: int | None,
         fit: Literal["encoder", "left", "strict"],
-        chunking: dict[str, Any],
+        encode_options: dict[str, Any],
     ) -> EncodedPairs:
         """Runs in the tokenizer pool."""
         try:
@@ -393,8 +393,7 @@ class _Service:
                     truncator.check_fits(texts, room, field_name)
                 else:
                     texts = truncator.cut(texts, room, keep="end")
-            options = {k: chunking[k] for k in ("long_documents", "chunk_size", "chunk_stride") if k in chunking}
-            return self.scorer.encode_pairs([query] * len(texts), texts, instruction=instruction, **options)
+            return self.scorer.encode_pairs([query] * len(texts), texts, instruction=instruction, **encode_options)
         except InputTooLongError as exc:
             raise ApiError(413, str(exc), param=f"{field_name}[{exc.index}]") from exc
         except (TypeError, ValueError) as exc:
@@ -418,9 +417,7 @@ class _Service:
         With ``chunking={"long_documents": "chunk", ...}`` a long document is scored as windows
         and its raw score is their aggregate.
         """
-        chunking = dict(chunking or {})
-        if chunking.get("long_documents", "truncate") == "truncate":
-            chunking = {}
+        options, aggregate = split_options(chunking)
         if self.scheduler is None or self._pool is None:
             raise ApiError(503, "the server is not started")
         loop = asyncio.get_running_loop()
@@ -436,7 +433,7 @@ class _Service:
             field,
             max_tokens_per_doc,
             fit,
-            chunking,
+            options,
         )
         self.metrics.tokenize_duration.observe(time.perf_counter() - started)
         try:
@@ -451,8 +448,7 @@ class _Service:
             request_id = _request_id.get()
             logger.error("scoring %d pairs failed; request id %s", len(encoded), request_id, exc_info=exc)
             raise ApiError(500, f"internal error while scoring; request id {request_id}", "backend") from exc
-        if encoded.windows is not None:  # chunked: one raw score per document from its windows
-            raw, _ = aggregate_windows(raw, encoded.windows, chunking.get("chunk_aggregate", "max"))
+        raw = per_document(raw, encoded, aggregate)  # chunked: one raw score per document
         tokens = real_tokens(encoded)
         self.metrics.tokens.inc(tokens)
         self.metrics.documents.inc(len(documents))
