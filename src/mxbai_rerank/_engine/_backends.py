@@ -15,6 +15,7 @@ padded, with a shared token prefix encoded once where the head declares it can r
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -143,8 +144,13 @@ class PaddedBackend:
         return scores.cpu().numpy()  # one synchronisation per call
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {
-    "torch": PaddedBackend,
+# name -> "module:factory" inside this package's ``_engine``, imported only when that backend
+# is asked for, so an optional backend's extra (onnxruntime...) is needed only by its users.
+BACKENDS: dict[str, str] = {
+    "torch": "_backends:PaddedBackend",
+    "packed": "_packed:PackedBackend",  # varlen-packed sequences, no padding (GPU path)
+    "onnx": "_onnx:OnnxBackend",  # an exported ONNX graph through ONNX Runtime
+    "int8": "_int8:Int8Backend",  # int8 CPU inference
 }
 
 
@@ -155,4 +161,6 @@ def get_backend(backend: str | Backend | None) -> Backend:
         return backend
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[backend]()
+    module, attr = BACKENDS[backend].split(":")
+    factory: Callable[[], Backend] = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+    return factory()

@@ -25,6 +25,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("_bench", "bench", "Measure documents/s, latency and memory of a model."),
     "serve": ("_serve", "serve", "Serve a reranker over HTTP (Mixedbread, Cohere and TEI APIs)."),
     "batch": ("_batch", "batch", "Score millions of pairs on a Ray cluster into Parquet."),
+    "train": ("_train", "train", "Fine-tune a reranker on your own data (GRPO, contrastive, preference)."),
+    "convert": ("_convert", "convert", "Convert a reranker to a sequence-classification or ONNX checkpoint."),
 }
 
 # click >= 8.2 shows the help of a group called without arguments by raising this usage error.
