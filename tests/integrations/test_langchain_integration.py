@@ -76,6 +76,17 @@ def test_server_mode(rerank_server: Any, v2_reranker: Any) -> None:
     want = library_ranking(v2_reranker, [m["title"] for m in METAS], None)
     assert_matches(_got(fields.compress_documents(DOCS, QUERY)), want, ATOL)
 
+    # Long documents chunked by the server: the best window's span reaches the metadata.
+    chunk = {"long_documents": "chunk", "chunk_size": 8, "chunk_stride": 4}
+    chunked = MxbaiRerankCompressor(base_url=rerank_server.base_url, api_key=API_KEY, top_n=None, **chunk)
+    got = chunked.compress_documents(DOCS, QUERY)
+    local = v2_reranker.rank(QUERY, TEXTS, **chunk)
+    assert_matches(_got(got), library_ranking(v2_reranker, TEXTS, None, **chunk), ATOL)
+    assert {TEXTS.index(d.page_content): d.metadata["relevance_span"] for d in got} == {
+        r.index: list(r.span) for r in local
+    }
+    assert any(span != [0, len(TEXTS[i])] for i, span in ((r.index, list(r.span)) for r in local))  # windows
+
 
 def test_server_errors(rerank_server: Any, dead_url: str) -> None:
     with pytest.raises(ConnectionError, match=f"base_url='{dead_url}'"):

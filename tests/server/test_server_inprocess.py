@@ -174,5 +174,13 @@ def test_long_documents_chunk_in_all_three_apis(v2_reranker: Any) -> None:
     tei = {r["index"]: r["score"] for r in responses[2].json()}
     for got in (mixedbread, cohere, tei):
         assert [got[0], got[1]] == pytest.approx(expected.tolist(), abs=1e-5)
+    # Each result names its best window, as the library's RankResult.span does.
+    spans = {r.index: list(r.span) for r in v2_reranker.rank(query, docs, **chunk)}
+    assert spans[0][1] - spans[0][0] < len(docs[0])  # a window, not the whole long document
+    assert spans[1] == [0, len(docs[1])]  # the short document is its own window
+    for items in (responses[0].json()["data"], responses[1].json()["results"], responses[2].json()):
+        assert {r["index"]: r["span"] for r in items} == spans
+    plain, _, _ = asyncio.run(_run(app, [("/v1/reranking", {"query": query, "input": docs})]))
+    assert all("span" not in r for r in plain[0].json()["data"])  # truncation: no spans
     assert responses[3].status_code == 422 and "chunk_stride" in responses[3].json()["message"]
     assert responses[4].status_code == 422 and responses[4].json()["param"] == "long_documents"

@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -53,7 +53,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._chunking import per_document, split_options
+from .._chunking import aggregate_windows, split_options
 from .._documents import Document, documents_to_texts, lookup, normalize_rank_fields
 from .._encoding import EncodedPairs
 from .._scorer import Scorer
@@ -246,6 +246,14 @@ def _library_error(
     return ApiError(422, message, param=field)
 
 
+class _Scored(NamedTuple):
+    """One request's scoring: raw scores in input order, real tokens, best windows (chunked only)."""
+
+    raw: np.ndarray  # (num_documents,) float32
+    tokens: int
+    spans: list[tuple[int, int]] | None
+
+
 class _Service:
     """The state one app shares between requests: model, scheduler, tokenizer pool, metrics."""
 
@@ -411,11 +419,11 @@ class _Service:
         max_tokens_per_doc: int | None = None,
         fit: Literal["encoder", "left", "strict"] = "encoder",
         chunking: dict[str, Any] | None = None,
-    ) -> tuple[np.ndarray, int]:
+    ) -> _Scored:
         """Raw head outputs (input order, one per document) and the real (unpadded) tokens scored.
 
-        With ``chunking={"long_documents": "chunk", ...}`` a long document is scored as windows
-        and its raw score is their aggregate.
+        With ``chunking={"long_documents": "chunk", ...}`` a long document is scored as windows,
+        its raw score is their aggregate, and ``spans`` holds each document's best window.
         """
         options, aggregate = split_options(chunking)
         if self.scheduler is None or self._pool is None:
@@ -448,11 +456,13 @@ class _Service:
             request_id = _request_id.get()
             logger.error("scoring %d pairs failed; request id %s", len(encoded), request_id, exc_info=exc)
             raise ApiError(500, f"internal error while scoring; request id {request_id}", "backend") from exc
-        raw = per_document(raw, encoded, aggregate)  # chunked: one raw score per document
+        spans = None
+        if encoded.windows is not None:  # chunked: one raw score per document, and its best window
+            raw, spans = aggregate_windows(raw, encoded.windows, aggregate)
         tokens = real_tokens(encoded)
         self.metrics.tokens.inc(tokens)
         self.metrics.documents.inc(len(documents))
-        return raw, tokens
+        return _Scored(raw, tokens, spans)
 
     def ranked(self, raw: np.ndarray, top_k: int | None, *, raw_scores: bool = False) -> list[tuple[int, float]]:
         """``(index, score)`` best first, exactly as the library's ``rank`` orders them."""
@@ -766,7 +776,7 @@ def create_app(
         if body.rewrite_query:
             raise ApiError(422, "rewrite_query: not supported by the local server; send false", param="rewrite_query")
         service.check_size(len(body.input), "input")
-        raw, tokens = await service.score(
+        raw, tokens, spans = await service.score(
             body.query,
             body.input,
             instruction=body.instruction,
@@ -780,6 +790,8 @@ def create_app(
             item: dict[str, Any] = {"index": index, "score": score, "object": "rank_result"}
             if body.return_input:
                 item["input"] = body.input[index]
+            if spans is not None:
+                item["span"] = list(spans[index])
             data.append(item)
         return JSONResponse(
             {
@@ -798,7 +810,7 @@ def create_app(
         rank_fields = body.rank_fields
         if rank_fields is None and any(isinstance(d, dict) for d in body.documents):
             rank_fields = ["text"]
-        raw, tokens = await service.score(
+        raw, tokens, spans = await service.score(
             body.query,
             body.documents,
             instruction=body.instruction,
@@ -814,6 +826,8 @@ def create_app(
             if body.return_documents:
                 doc = body.documents[index]
                 item["document"] = {"text": doc} if isinstance(doc, str) else doc
+            if spans is not None:
+                item["span"] = list(spans[index])
             results.append(item)
         return JSONResponse(
             {
@@ -865,7 +879,7 @@ def create_app(
             fit = "left"
         else:
             fit = "encoder"
-        raw, _ = await service.score(
+        raw, _, spans = await service.score(
             body.query, body.texts, instruction=body.instruction, field="texts", fit=fit, chunking=body.chunking()
         )
         out = []
@@ -873,6 +887,8 @@ def create_app(
             item: dict[str, Any] = {"index": index, "score": score}
             if body.return_text:
                 item["text"] = body.texts[index]
+            if spans is not None:
+                item["span"] = list(spans[index])
             out.append(item)
         return JSONResponse(out)
 

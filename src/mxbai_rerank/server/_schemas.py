@@ -83,6 +83,11 @@ class MixedbreadRankResult(BaseModel):
     score: float
     input: Document | None = None
     object: Literal["rank_result"] = "rank_result"
+    span: list[int] | None = Field(
+        default=None,
+        description="With long_documents=chunk: [start, end) characters of the best-scoring window in the "
+        "document's scored text.",
+    )
 
 
 class MixedbreadRerankResponse(BaseModel):
@@ -114,6 +119,11 @@ class CohereRankResult(BaseModel):
     index: int
     relevance_score: float
     document: dict[str, Any] | None = None
+    span: list[int] | None = Field(
+        default=None,
+        description="With long_documents=chunk: [start, end) characters of the best-scoring window in the "
+        "document's scored text.",
+    )
 
 
 class CohereRerankResponse(BaseModel):
@@ -143,6 +153,11 @@ class TeiRerankResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+    span: list[int] | None = Field(
+        default=None,
+        description="With long_documents=chunk: [start, end) characters of the best-scoring window in the "
+        "document's scored text.",
+    )
 
 
 class ModelCard(BaseModel):
