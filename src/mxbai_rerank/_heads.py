@@ -6,7 +6,10 @@ training reuses the same head. The engine, not the head, decides on ``torch.infe
 
 Heads declare what the engine may do with them: ``reuses_prefix`` says whether a token
 prefix shared by many rows can be encoded once and reused (true for causal attention, where
-a prefix's states do not depend on what follows; false for bidirectional encoders).
+a prefix's states do not depend on what follows; false for bidirectional encoders), and
+``packs`` whether many sequences can run back to back in one row with variable-length causal
+attention (:meth:`AnswerTokenHead.forward_packed`; false for relative-position encoders such as
+DeBERTa, whose attention cannot be cut into segments).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class ScoreHead(nn.Module):
     """Base class: ``forward(batch, prefix=None) -> (B,)`` float32 raw scores."""
 
     reuses_prefix: ClassVar[bool] = False
+    packs: ClassVar[bool] = False
 
     def encode_prefix(self, ids: list[int]) -> Any:
         """Reusable state for a token prefix every row of later batches starts with."""
@@ -60,6 +64,7 @@ class AnswerTokenHead(ScoreHead):
     """
 
     reuses_prefix: ClassVar[bool] = True
+    packs: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, positive_id: int, negative_id: int) -> None:
         super().__init__()
@@ -105,6 +110,34 @@ class AnswerTokenHead(ScoreHead):
         # needed (and without a cache SDPA takes its causal fast path).
         hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
         return self.project(last_token_pool(hidden, batch))  # (B,)
+
+    def forward_packed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_length: int
+    ) -> torch.Tensor:
+        """Scores of B sequences packed back to back, no padding: (B,) float32.
+
+        ``input_ids``, ``position_ids``: (1, T), positions restarting at 0 for every sequence;
+        ``cu_seqlens``: (B + 1,) int32, sequence b spans ``cu_seqlens[b]:cu_seqlens[b + 1]``;
+        ``max_length``: the longest sequence. The model's attention must honour the
+        ``cu_seq_lens_*`` keywords (a varlen implementation, e.g. the engine's ``mxbai_packed``);
+        under plain SDPA the sequences would attend to each other.
+        """
+        config = self.backbone.config
+        # An already-built mask mapping: transformers skips mask construction (it would build a
+        # (1, 1, T, T) mask from the restarting positions); the varlen attention needs none.
+        no_masks = dict.fromkeys(("full_attention", "sliding_attention", *(getattr(config, "layer_types", None) or ())))
+        hidden = self.backbone(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=no_masks,
+            use_cache=False,
+            cu_seq_lens_q=cu_seqlens,
+            cu_seq_lens_k=cu_seqlens,
+            max_length_q=max_length,
+            max_length_k=max_length,
+        ).last_hidden_state  # (1, T, H)
+        last = cu_seqlens[1:].long() - 1  # (B,) each sequence's last token
+        return self.project(hidden[0].index_select(0, last))  # (B,)
 
 
 class ClassifierHead(ScoreHead):
