@@ -94,7 +94,7 @@ class ScoringEngine:
         target = resolve_device(device)
         ckpt_dtype = getattr(self.config, "dtype", None) or getattr(self.config, "torch_dtype", None)
         dtype = resolve_dtype(torch_dtype, target, ckpt_dtype)
-        self.backend = get_backend(backend)
+        self.backend = get_backend(backend, target, dtype)
         load_kwargs: dict[str, Any] = {"dtype": dtype, **self.backend.model_kwargs(target, dtype, family)}
         load_kwargs.update(hub_kwargs)
         load_kwargs.update(model_kwargs)

@@ -9,14 +9,18 @@ A backend is asked three things (see :class:`Backend`):
 
 The engine owns everything around it (tokenization, the non-finite check, inference mode,
 serialising forward passes), so a backend only decides how tensors meet the model.
-:class:`PaddedBackend` is the default: token-budget batches of near-equal length, right
-padded, with a shared token prefix encoded once where the head declares it can reuse one.
+:class:`PaddedBackend` is the default on CPUs: token-budget batches of near-equal length,
+right padded, with a shared token prefix encoded once where the head declares it can reuse one.
+On CUDA with a varlen attention kernel, :class:`~._packed.PackedBackend` is the default (see
+:func:`get_backend`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,17 +28,84 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._batching import collate, common_prefix_length, plan_batches
+from .._batching import Batch, collate, common_prefix_length, plan_batches
 from .._encoding import EncodedPairs
 
 if TYPE_CHECKING:
     from ..families import RerankerFamily
     from . import ScoringEngine
 
-__all__ = ["BACKENDS", "Backend", "PaddedBackend", "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "PaddedBackend",
+    "bucket_rows",
+    "bucket_width",
+    "get_backend",
+    "pad_to",
+    "sdpa_without_cudnn",
+]
 
 # Below this many shared leading tokens a separate prefix pass saves nothing.
 MIN_SHARED_PREFIX = 8
+
+# Padded shapes on CUDA are rounded up to these steps (width: (up to, multiple of)), so a
+# stream of new queries meets a few dozen shapes rather than one per batch.
+_WIDTH_STEPS = ((64, 16), (512, 64), (4096, 256), (1 << 62, 1024))
+_ROWS_STEP = 8  # rows round up to a power of two below this, to a multiple of it above
+
+
+def bucket_width(width: int) -> int:
+    """``width`` rounded up to the next width bucket (see ``_WIDTH_STEPS``)."""
+    for limit, step in _WIDTH_STEPS:
+        if width <= limit:
+            return -(-width // step) * step
+    raise AssertionError("unreachable: the last step has no limit")
+
+
+def bucket_rows(rows: int) -> int:
+    """``rows`` rounded up: 1, 2, 4, 8, then multiples of 8."""
+    if rows <= _ROWS_STEP:
+        return 1 << (rows - 1).bit_length()
+    return -(-rows // _ROWS_STEP) * _ROWS_STEP
+
+
+def pad_to(batch: Batch, rows: int, width: int, pad_id: int) -> Batch:
+    """``batch`` right padded to (rows, width); added rows are one pad token long (scores discarded)."""
+    b, t = batch.input_ids.shape
+    if (rows, width) == (b, t):
+        return batch
+    ids = torch.full((rows, width), pad_id, dtype=batch.input_ids.dtype)
+    mask = torch.zeros((rows, width), dtype=batch.attention_mask.dtype)
+    ids[:b, :t] = batch.input_ids
+    mask[:b, :t] = batch.attention_mask
+    mask[b:, 0] = 1  # a filler row holds one (pad) token, so every row has a last token
+    lengths = torch.ones(rows, dtype=batch.lengths.dtype)
+    lengths[:b] = batch.lengths
+    types = None
+    if batch.token_type_ids is not None:
+        types = torch.zeros((rows, width), dtype=batch.token_type_ids.dtype)
+        types[:b, :t] = batch.token_type_ids
+    return Batch(ids, mask, lengths, types, batch.padding_side)
+
+
+@contextlib.contextmanager
+def sdpa_without_cudnn(device: torch.device) -> Iterator[None]:
+    """On CUDA: SDPA may use flash, memory-efficient or math attention, never cuDNN (which builds
+    a new graph per (batch, length) shape). Flash comes first where no explicit mask is needed;
+    masked calls (a prefix cache) take the memory-efficient kernel. A no-op elsewhere.
+
+    The backend flags are process-wide while the block runs (the engine serialises forward
+    passes, so its own calls never see another setting)."""
+    if device.type != "cuda":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    allowed = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    priority = {"set_priority": True} if "set_priority" in inspect.signature(sdpa_kernel).parameters else {}
+    with sdpa_kernel(allowed, **priority):
+        yield
 
 
 class Backend(Protocol):
@@ -135,13 +206,28 @@ class PaddedBackend:
                 context_length=group.prefix_length,
             )
         ]
-        scores = torch.empty(len(encoded), dtype=torch.float32, device=engine.device)
-        for group, rows in tqdm(plans, desc="Ranking", unit="batch", disable=not show_progress):
-            types = None if group.token_type_ids is None else [group.token_type_ids[r] for r in rows]
-            batch = collate([group.sequences[r] for r in rows], engine.pad_token_id, types)
-            index = torch.tensor([group.members[r] for r in rows], device=engine.device)
-            scores[index] = engine.head(batch.to(engine.device), group.prefix)
+        device = engine.device
+        buckets = self.buckets
+        if buckets is None:
+            buckets = device.type == "cuda" and engine.family.attention_kernels
+        scores = torch.empty(len(encoded), dtype=torch.float32, device=device)
+        with sdpa_without_cudnn(device):
+            for group, rows in tqdm(plans, desc="Ranking", unit="batch", disable=not show_progress):
+                types = None if group.token_type_ids is None else [group.token_type_ids[r] for r in rows]
+                batch = collate([group.sequences[r] for r in rows], engine.pad_token_id, types)
+                if buckets:
+                    batch = self._bucketed(batch, group.prefix_length, max_batch_tokens, engine.pad_token_id)
+                index = torch.tensor([group.members[r] for r in rows], device=device)
+                scores[index] = engine.head(batch.to(device), group.prefix)[: len(rows)]
         return scores.cpu().numpy()  # one synchronisation per call
+
+    @staticmethod
+    def _bucketed(batch: Batch, context: int, max_tokens: int, pad_id: int) -> Batch:
+        """``batch`` padded up to its shape bucket where that stays within the token budget."""
+        rows, width = batch.input_ids.shape
+        fits = [(r, w) for r, w in ((bucket_rows(rows), bucket_width(width)), (rows, bucket_width(width)))
+                if r * (w + context) <= max_tokens]  # fmt: skip
+        return pad_to(batch, *fits[0], pad_id) if fits else batch
 
 
 # name -> "module:factory" inside this package's ``_engine``, imported only when that backend
@@ -154,8 +240,24 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def get_backend(backend: str | Backend | None) -> Backend:
+def get_backend(
+    backend: str | Backend | None, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> Backend:
+    """The backend named (or given); ``None``: the default for ``device`` and ``dtype``.
+
+    Default: ``packed`` on CUDA where a varlen attention kernel runs in ``dtype`` (flash_attn or
+    torch's varlen_attn; half precision, sm80+), created with ``auto=True`` so it runs padded
+    whenever the model later sits where no kernel serves; ``torch`` (padded, with prefix reuse)
+    everywhere else, CPUs included.
+    """
     if backend is None:
+        if device is not None and device.type == "cuda":
+            from ._attention import varlen_kernel
+
+            if varlen_kernel(device, dtype or torch.bfloat16) is not None:
+                from ._packed import PackedBackend
+
+                return PackedBackend(auto=True)
         backend = "torch"
     if not isinstance(backend, str):
         return backend
