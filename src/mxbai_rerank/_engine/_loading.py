@@ -100,9 +100,20 @@ def resolve_dtype(torch_dtype: str | torch.dtype | None, device: torch.device, c
 
 
 def attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
-    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and importlib.util.find_spec("flash_attn"):
-        return "flash_attention_2"
-    return "sdpa"
+    """The padded path's attention: Flash Attention 2 on CUDA in half precision where the
+    ``flash_attn`` package is installed and the GPU is sm80 or newer (its kernels need that),
+    else SDPA (on CUDA the padded backend keeps SDPA off cuDNN, see ``sdpa_without_cudnn``).
+    The packed backend replaces the attention after loading (``_attention.PACKED_ATTENTION``)."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return "sdpa"
+    if importlib.util.find_spec("flash_attn") is None:
+        logger.debug("flash_attn is not installed: padded batches use SDPA")
+        return "sdpa"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if torch.cuda.get_device_capability(index) < (8, 0):
+        logger.debug("cuda:%d is older than sm80: padded batches use SDPA, not flash_attn", index)
+        return "sdpa"
+    return "flash_attention_2"
 
 
 def read_config(name_or_path: str, **kwargs: Any) -> Any:
