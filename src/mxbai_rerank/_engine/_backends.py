@@ -49,25 +49,26 @@ __all__ = [
 # Below this many shared leading tokens a separate prefix pass saves nothing.
 MIN_SHARED_PREFIX = 8
 
-# Padded shapes on CUDA are rounded up to these steps (width: (up to, multiple of)), so a
-# stream of new queries meets a few dozen shapes rather than one per batch.
-_WIDTH_STEPS = ((64, 16), (512, 64), (4096, 256), (1 << 62, 1024))
-_ROWS_STEP = 8  # rows round up to a power of two below this, to a multiple of it above
+# Padded shapes on CUDA are rounded up to buckets 1/8 of an octave apart (at most 12.5% more
+# positions, with steps of at least 16 tokens), so a stream of new queries meets a few dozen
+# shapes rather than a new one per batch.
+_WIDTH_MIN_STEP = 16
+
+
+def _round_up(n: int, min_step: int) -> int:
+    """``n`` rounded up to a multiple of ``2 ** (bit_length(n) - 4)`` (at least ``min_step``)."""
+    step = max(min_step, 1 << max(n.bit_length() - 4, 0))
+    return -(-n // step) * step
 
 
 def bucket_width(width: int) -> int:
-    """``width`` rounded up to the next width bucket (see ``_WIDTH_STEPS``)."""
-    for limit, step in _WIDTH_STEPS:
-        if width <= limit:
-            return -(-width // step) * step
-    raise AssertionError("unreachable: the last step has no limit")
+    """Padded width rounded up to its bucket: multiples of 16 up to 256, then <= 12.5% more."""
+    return _round_up(width, _WIDTH_MIN_STEP)
 
 
 def bucket_rows(rows: int) -> int:
-    """``rows`` rounded up: 1, 2, 4, 8, then multiples of 8."""
-    if rows <= _ROWS_STEP:
-        return 1 << (rows - 1).bit_length()
-    return -(-rows // _ROWS_STEP) * _ROWS_STEP
+    """Rows rounded up to their bucket: exact up to 15, then <= 12.5% more."""
+    return _round_up(rows, 1)
 
 
 def pad_to(batch: Batch, rows: int, width: int, pad_id: int) -> Batch:
@@ -148,14 +149,20 @@ class PaddedBackend:
     still batch together; ``"common"`` - all pairs in one group sharing only the common prefix
     (keeps batches full on GPUs); ``"off"`` - no prefix reuse; ``"auto"`` (default) - ``query``
     on a CPU, ``common`` elsewhere, decided per call from where the model is now.
+
+    ``buckets``: round each batch's padded (rows, width) up to a few buckets (see
+    :func:`bucket_width`, :func:`bucket_rows`, within the token budget) so new queries reuse
+    shapes; ``None`` (default): on CUDA only, for families whose attention runs SDPA kernels.
+    On CUDA, SDPA never picks cuDNN attention (:func:`sdpa_without_cudnn`).
     """
 
     name = "torch"
 
-    def __init__(self, prefix: str = "auto") -> None:
+    def __init__(self, prefix: str = "auto", buckets: bool | None = None) -> None:
         if prefix not in ("auto", "query", "common", "off"):
             raise ValueError(f"prefix must be 'auto', 'query', 'common' or 'off', got {prefix!r}")
         self.prefix = prefix
+        self.buckets = buckets
 
     def model_kwargs(self, device: torch.device, dtype: torch.dtype, family: RerankerFamily) -> dict[str, Any]:
         from ._loading import attention_implementation

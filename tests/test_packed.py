@@ -1,0 +1,306 @@
+"""The packed (varlen) backend against the padded one, and its pieces, on the CPU.
+
+The packed path on a CPU runs the reference attention (causal SDPA per segment); on a GPU the
+same code runs flash_attn or torch's varlen kernel (checked against the reference at first use).
+Scores must equal the padded backend's in float32 within 1e-4.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mxbai_rerank import MxbaiRerankV1, MxbaiRerankV2
+from mxbai_rerank._engine._attention import PACKED_ATTENTION, packed_call, reference_varlen_attention
+from mxbai_rerank._engine._backends import PaddedBackend, bucket_rows, bucket_width, get_backend
+from mxbai_rerank._engine._packed import PackedBackend, build_chunk, plan_chunks
+
+TOL = 1e-4
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "reads",
+    "csv",
+    "files",
+    "parses",
+    "arguments",
+    "and",
+    "writes",
+    "json",
+    "to",
+    "a",
+    "zip",
+    "archive",
+]
+
+
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+@pytest.fixture(scope="module")
+def packed_reranker(v2_model_dir: Path) -> MxbaiRerankV2:
+    return MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend="packed")
+
+
+def _assert_close(packed: np.ndarray, padded: np.ndarray) -> None:
+    assert packed.shape == padded.shape
+    assert np.abs(packed - padded).max() <= TOL, (packed, padded)
+
+
+# -- the reference attention -------------------------------------------------------------------
+
+
+def _eager_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """One sequence, written out: q (L, Hq, D), k/v (L, Hkv, D) -> (L, Hq, D)."""
+    groups = q.shape[1] // k.shape[1]
+    k = k[:, torch.arange(q.shape[1]) // groups]  # (L, Hq, D): head h reads kv head h // groups
+    v = v[:, torch.arange(q.shape[1]) // groups]
+    logits = torch.einsum("qhd,khd->hqk", q, k) * scale
+    length = q.shape[0]
+    logits = logits.masked_fill(~torch.ones(length, length, dtype=torch.bool).tril(), float("-inf"))
+    return torch.einsum("hqk,khd->qhd", logits.softmax(-1), v)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reference_varlen_attention_equals_attention_per_sequence(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [int(x) for x in torch.randint(1, 40, (5,), generator=gen)]
+    cu = [0, *np.cumsum(lengths).tolist()]
+    q = torch.randn(cu[-1], 8, 16, generator=gen)
+    k = torch.randn(cu[-1], 2, 16, generator=gen)
+    v = torch.randn(cu[-1], 2, 16, generator=gen)
+    got = reference_varlen_attention(q, k, v, cu, scale=0.25)
+    for start, end in itertools.pairwise(cu):
+        want = _eager_causal(q[start:end], k[start:end], v[start:end], 0.25)
+        torch.testing.assert_close(got[start:end], want, atol=1e-5, rtol=1e-5)
+    # Segments are independent: changing one sequence's keys leaves the others alone.
+    k2 = k.clone()
+    k2[cu[1] : cu[2]] += 1.0
+    moved = reference_varlen_attention(q, k2, v, cu, scale=0.25)
+    torch.testing.assert_close(moved[: cu[1]], got[: cu[1]])
+    torch.testing.assert_close(moved[cu[2] :], got[cu[2] :])
+
+
+def test_reference_varlen_attention_rejects_offsets_that_do_not_span_the_tokens() -> None:
+    q = torch.zeros(6, 2, 4)
+    with pytest.raises(ValueError, match="do not span"):
+        reference_varlen_attention(q, q, q, [0, 3, 5])
+
+
+# -- chunk planning and building ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_plan_chunks_invariants(seed: int) -> None:
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 900) for _ in range(rng.randint(1, 80))]
+    budget, cap = rng.choice([300, 1000, 5000]), rng.choice([1, 3, 1000])
+    chunks = plan_chunks(lengths, max_tokens=budget, max_sequences=cap)
+    assert [i for c in chunks for i in c] == list(range(len(lengths)))  # all, once, in order
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= cap
+        assert sum(lengths[i] for i in chunk) <= budget or len(chunk) == 1
+    # Greedy: a chunk closes only when the next sequence would not fit.
+    for a, b in itertools.pairwise(chunks):
+        assert len(a) == cap or sum(lengths[i] for i in a) + lengths[b[0]] > budget
+
+
+def test_plan_chunks_rejects_bad_budgets() -> None:
+    with pytest.raises(ValueError):
+        plan_chunks([1], max_tokens=0, max_sequences=1)
+
+
+def test_build_chunk_layout() -> None:
+    sequences = [[5, 6, 7], [8], [9, 10]]
+    chunk = build_chunk(sequences, [2, 0, 1])
+    assert chunk.input_ids.tolist() == [[9, 10, 5, 6, 7, 8]]
+    assert chunk.position_ids.tolist() == [[0, 1, 0, 1, 2, 0]]
+    assert chunk.cu_seqlens.dtype == torch.int32
+    assert chunk.cu_seqlens.tolist() == chunk.cu_host == [0, 2, 5, 6]
+    assert chunk.rows.tolist() == [2, 0, 1]
+    assert chunk.max_length == 3
+    with pytest.raises(ValueError):
+        build_chunk([[1], []], [0, 1])
+
+
+# -- packed scores == padded scores ------------------------------------------------------------
+
+
+def test_the_packed_backend_really_packs(packed_reranker: MxbaiRerankV2) -> None:
+    engine = packed_reranker.engine
+    assert isinstance(engine.backend, PackedBackend)
+    assert engine.model.config._attn_implementation == PACKED_ATTENTION
+    assert engine.backend.packs(engine)
+
+
+def test_mixed_lengths(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+    rng = random.Random(0)
+    docs = [_text(rng, n) for n in (1, 3, 40, 7, 120, 2, 65, 9, 300, 15)]
+    queries = ["how do I read csv files?"] * len(docs)
+    _assert_close(packed_reranker.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+
+
+def test_one_pair(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+    _assert_close(
+        packed_reranker.score_pairs(["what is a fox?"], ["a small animal"]),
+        v2_reranker.score_pairs(["what is a fox?"], ["a small animal"]),
+    )
+
+
+def test_several_queries_in_one_call(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+    rng = random.Random(1)
+    queries = [f"question {i}: " + _text(rng, 3 + 4 * i) for i in range(4) for _ in range(5)]
+    docs = [_text(rng, rng.randint(1, 90)) for _ in queries]
+    _assert_close(packed_reranker.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+
+
+def test_instruction_pairs(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+    rng = random.Random(2)
+    docs = [_text(rng, n) for n in (5, 50, 12)]
+    queries = ["which one parses json?"] * 3
+    instruction = "Prefer documents about the standard library."
+    _assert_close(
+        packed_reranker.score_pairs(queries, docs, instruction=instruction),
+        v2_reranker.score_pairs(queries, docs, instruction=instruction),
+    )
+
+
+def test_long_pairs_are_chunked_within_the_budget(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+    rng = random.Random(3)
+    docs = [_text(rng, 1400), _text(rng, 40), _text(rng, 300), _text(rng, 1100), _text(rng, 8)]
+    encoded = packed_reranker.encode_pairs(["long documents about archives"] * len(docs), docs)
+    lengths = [len(ids) for ids in encoded.input_ids]
+    budget = 700
+    assert max(lengths) > 1000 and max(lengths) > budget  # one sequence must run alone
+    chunks = plan_chunks(lengths, max_tokens=budget, max_sequences=len(lengths))
+    assert len(chunks) >= 3
+    packed = packed_reranker.score_encoded(encoded, max_batch_tokens=budget)
+    _assert_close(packed, v2_reranker.score_encoded(encoded))
+    # The budget bounds the forward passes: record each packed pass's token count.
+    seen: list[int] = []
+    head = packed_reranker.engine.head
+    original = head.forward_packed
+
+    def recording(input_ids: torch.Tensor, *args: object) -> torch.Tensor:
+        seen.append(input_ids.shape[1])
+        return original(input_ids, *args)
+
+    head.forward_packed = recording  # type: ignore[method-assign]
+    try:
+        again = packed_reranker.score_encoded(encoded, max_batch_tokens=budget)
+    finally:
+        del head.forward_packed
+    np.testing.assert_array_equal(again, packed)
+    assert seen == [sum(lengths[i] for i in c) for c in chunks]
+    assert all(t <= budget for t, c in zip(seen, chunks, strict=True) if len(c) > 1)
+
+
+def test_batch_size_caps_sequences_per_pass(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+    rng = random.Random(4)
+    docs = [_text(rng, rng.randint(1, 30)) for _ in range(7)]
+    queries = ["q"] * len(docs)
+    _assert_close(packed_reranker.score_pairs(queries, docs, batch_size=2), v2_reranker.score_pairs(queries, docs))
+
+
+def test_without_segmented_attention_sequences_leak(packed_reranker: MxbaiRerankV2) -> None:
+    """The comparison above can fail: the same packed stream under plain SDPA (no segments)
+    scores every sequence after the first differently."""
+    engine = packed_reranker.engine
+    encoded = packed_reranker.encode_pairs(["q"] * 3, ["first document", "second one", "third"])
+    chunk = build_chunk(encoded.input_ids, [0, 1, 2])
+    head = engine.head
+    with torch.inference_mode():
+        with packed_call(chunk.cu_seqlens, chunk.cu_host, chunk.max_length):
+            good = head.forward_packed(chunk.input_ids, chunk.position_ids, chunk.cu_seqlens, chunk.max_length)
+        engine.model.set_attn_implementation("sdpa")
+        try:
+            leaked = head.forward_packed(chunk.input_ids, chunk.position_ids, chunk.cu_seqlens, chunk.max_length)
+        finally:
+            engine.model.set_attn_implementation(PACKED_ATTENTION)
+    assert abs(float(good[0] - leaked[0])) <= TOL  # the first sequence sees no other
+    assert (good[1:] - leaked[1:]).abs().min() > 1e-3
+
+
+def test_padded_calls_through_the_packed_attention_are_unchanged(
+    v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2
+) -> None:
+    """Non-packed calls (prefix cache, padded batches) on the packed model go to SDPA with masks."""
+    rng = random.Random(5)
+    queries = ["shared query about zip files"] * 6 + ["another"] * 2
+    docs = [_text(rng, rng.randint(1, 60)) for _ in queries]
+    encoded = packed_reranker.encode_pairs(queries, docs)
+    engine = packed_reranker.engine
+    with torch.inference_mode():
+        scores = PaddedBackend(prefix="query").run(
+            engine, encoded, max_batch_tokens=4096, batch_size=len(encoded), show_progress=False
+        )
+    _assert_close(scores, v2_reranker.score_encoded(encoded))
+
+
+# -- the padded path's shape buckets -----------------------------------------------------------
+
+
+def test_bucket_sizes() -> None:
+    assert [bucket_width(n) for n in (1, 16, 17, 65, 129, 513, 4097)] == [16, 16, 32, 80, 144, 576, 4608]
+    assert [bucket_rows(n) for n in (1, 9, 15, 17, 100)] == [1, 9, 15, 18, 104]
+    for n in range(1, 40000, 7):
+        assert n <= bucket_width(n) <= max(n * 1.125, n + 15)
+        assert n <= bucket_rows(n) <= n * 1.125
+    assert len({bucket_width(n) for n in range(1, 8193)}) < 80  # a small set of shapes
+
+
+def _run(backend: object, reranker: MxbaiRerankV1 | MxbaiRerankV2, queries: list[str], docs: list[str]) -> np.ndarray:
+    """Raw scores from ``backend`` on ``reranker``'s loaded engine (as ``engine.score`` runs it)."""
+    encoded = reranker.encode_pairs(queries, docs)
+    with torch.inference_mode():
+        return backend.run(  # type: ignore[attr-defined]
+            reranker.engine, encoded, max_batch_tokens=4096, batch_size=len(encoded), show_progress=False
+        )
+
+
+def test_bucketed_padded_batches_score_the_same(v2_reranker: MxbaiRerankV2) -> None:
+    rng = random.Random(6)
+    queries = ["how to hash a file"] * 5 + [f"q{i}" for i in range(3)]
+    docs = [_text(rng, rng.randint(1, 80)) for _ in queries]
+    _assert_close(_run(PaddedBackend(buckets=True), v2_reranker, queries, docs), v2_reranker.score_pairs(queries, docs))
+
+
+# -- defaults and fallbacks --------------------------------------------------------------------
+
+
+def test_default_backend_on_cpu_is_padded() -> None:
+    assert isinstance(get_backend(None), PaddedBackend)
+    assert isinstance(get_backend(None, torch.device("cpu"), torch.bfloat16), PaddedBackend)
+    assert isinstance(get_backend("packed", torch.device("cpu"), torch.float32), PackedBackend)
+
+
+def test_automatic_packed_backend_runs_padded_without_a_kernel(
+    v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2
+) -> None:
+    auto = PackedBackend(auto=True)
+    assert not auto.packs(packed_reranker.engine)  # no varlen kernel on a CPU
+    queries, docs = ["q"] * 3, ["one", "two words", "three words here"]
+    _assert_close(_run(auto, packed_reranker, queries, docs), v2_reranker.score_pairs(queries, docs))
+
+
+def test_v1_falls_back_to_padded(v1_reranker: MxbaiRerankV1) -> None:
+    backend = PackedBackend()
+    backend.prepare(v1_reranker.engine)  # leaves a model that cannot pack as it is
+    assert not backend.packs(v1_reranker.engine)
+    assert v1_reranker.engine.model.config._attn_implementation != PACKED_ATTENTION
+    rng = random.Random(7)
+    queries = ["what is json?"] * 4 + ["zip"] * 2
+    docs = [_text(rng, rng.randint(1, 50)) for _ in queries]
+    got = _run(backend, v1_reranker, queries, docs)
+    want = v1_reranker.score_encoded(v1_reranker.encode_pairs(queries, docs))  # raw, as run() returns
+    assert np.abs(got - want).max() <= TOL
+    assert not any(math.isnan(x) for x in got)
