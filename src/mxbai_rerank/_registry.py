@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .families import mxbai_v1, mxbai_v2
+from .families import mxbai_v1, mxbai_v2, mxbai_v2_seq_cls
 from .families._base import RerankerFamily
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
 FAMILIES: dict[str, RerankerFamily] = {
     mxbai_v1.FAMILY.name: mxbai_v1.FAMILY,
     mxbai_v2.FAMILY.name: mxbai_v2.FAMILY,
+    mxbai_v2_seq_cls.FAMILY.name: mxbai_v2_seq_cls.FAMILY,  # written by `mxbai-rerank convert --to seq-cls`
 }
 
 # The key of the explicit marker in a checkpoint's config.json.

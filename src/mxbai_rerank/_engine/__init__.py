@@ -94,16 +94,31 @@ class ScoringEngine:
         target = resolve_device(device)
         ckpt_dtype = getattr(self.config, "dtype", None) or getattr(self.config, "torch_dtype", None)
         dtype = resolve_dtype(torch_dtype, target, ckpt_dtype)
+        if backend is None and _is_onnx_folder(self.model_id, hub_kwargs):
+            backend = "onnx"  # a folder written by `convert --to onnx` holds a graph, not torch weights
         self.backend = get_backend(backend, target, dtype)
         load_kwargs: dict[str, Any] = {"dtype": dtype, **self.backend.model_kwargs(target, dtype, family)}
         load_kwargs.update(hub_kwargs)
         load_kwargs.update(model_kwargs)
         auto_cls = getattr(transformers, family.auto_model_class)
+        # Optional backend hook ``load_head(engine, device, hub_kwargs) -> ScoreHead``: the backend
+        # scores without the transformers model (an ONNX graph), so only the tokenizer is loaded
+        # here and the backend's head is also the engine's ``model``.
+        load_head = getattr(self.backend, "load_head", None)
+        if load_head is None and _is_onnx_folder(self.model_id, hub_kwargs):
+            raise ModelLoadError(
+                f"{self.model_id!r} holds an ONNX graph (mxbai-rerank convert --to onnx), not torch weights: "
+                "load it with backend='onnx' or 'int8' (or no backend)"
+            )
+        self.template_overrides = dict(template_overrides or {})
+        model: Any = None
+        loading: dict[str, Any] = {}
         with quiet_transformers(enabled=True):
             try:
-                model, loading = auto_cls.from_pretrained(
-                    self.model_id, config=self.config, output_loading_info=True, **load_kwargs
-                )
+                if load_head is None:
+                    model, loading = auto_cls.from_pretrained(
+                        self.model_id, config=self.config, output_loading_info=True, **load_kwargs
+                    )
                 tokenizer = AutoTokenizer.from_pretrained(self.model_id, **{**hub_kwargs, **(tokenizer_kwargs or {})})
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(f"cannot load {self.model_id!r}: {' '.join(str(exc).split())}") from exc
@@ -114,7 +129,8 @@ class ScoringEngine:
                 self.model_id,
                 ", ".join(sorted(loading["missing_keys"])[:8]),
             )
-        self.model: torch.nn.Module = model.to(target).eval()
+        if model is not None:
+            self.model: torch.nn.Module = model.to(target).eval()
         self.tokenizer = tokenizer
         self.tokenizers = TokenizerPool(tokenizer)
         try:
@@ -124,7 +140,11 @@ class ScoringEngine:
             )
         except ValueError as exc:
             raise ModelLoadError(f"cannot use the tokenizer of {self.model_id!r}: {exc}") from exc
-        self.head: ScoreHead = family.build_head(self.model, self.encoder)
+        if load_head is not None:
+            self.head: ScoreHead = load_head(self, target, hub_kwargs)
+            self.model = self.head.eval()
+        else:
+            self.head = family.build_head(self.model, self.encoder)
         self._max_batch_tokens = max_batch_tokens
         self.pad_token_id = _pad_id(tokenizer)
         self._forward_lock = threading.Lock()
@@ -141,11 +161,13 @@ class ScoringEngine:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        param = next(self.model.parameters(), None)
+        return torch.device("cpu") if param is None else param.device  # a backend's graph runs on the CPU
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        declared = getattr(self.head, "weight_dtype", None)  # a backend's graph (e.g. int8 weights)
+        return declared if isinstance(declared, torch.dtype) else next(self.model.parameters()).dtype
 
     @property
     def max_batch_tokens(self) -> int:
@@ -202,6 +224,15 @@ class ScoringEngine:
                 f"the checkpoint may be broken or overflow in {self.dtype} (try torch_dtype='float32')"
             )
         return scores
+
+
+def _is_onnx_folder(model_id: str, hub_kwargs: dict[str, Any]) -> bool:
+    """Whether ``model_id`` is a local folder written by ``mxbai-rerank convert --to onnx``."""
+    from pathlib import Path
+
+    from ..convert._onnx import MANIFEST
+
+    return (Path(model_id).expanduser() / str(hub_kwargs.get("subfolder") or "") / MANIFEST).is_file()
 
 
 def _pad_id(tokenizer: Any) -> int:
