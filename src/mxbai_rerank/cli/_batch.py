@@ -265,7 +265,7 @@ Examples:
 
 
 @click.command("batch", cls=OneLineErrorCommand, epilog=_EXAMPLES)
-@model_options(family=True)
+@model_options(family=True, backend=True)
 @click.option(
     "--input",
     "input_path",
@@ -328,6 +328,7 @@ def batch(
     dtype: str,
     max_batch_tokens: int | None,
     family: str,
+    backend: str | None,
     input_path: str,
     output_path: str,
     input_format: str,
@@ -409,6 +410,7 @@ def batch(
                     model_kwargs={
                         **({} if max_length is None else {"max_length": max_length}),
                         **({} if chosen_family is None else {"family": chosen_family}),
+                        **({} if backend is None else {"backend": backend}),
                     },
                     chunking=chunking,
                 )

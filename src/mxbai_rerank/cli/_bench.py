@@ -95,7 +95,7 @@ def _environment() -> dict[str, Any]:
 
 
 @click.command("bench", cls=OneLineErrorCommand, epilog=_EPILOG)
-@model_options(dtype=False, max_batch_tokens=False, family=True)
+@model_options(dtype=False, max_batch_tokens=False, family=True, backend=True)
 @click.option(
     "--dtype",
     "dtypes",
@@ -154,6 +154,7 @@ def bench(
     device: str,
     max_length: int | None,
     family: str,
+    backend: str | None,
     dtypes: str,
     budgets: str | None,
     num_queries: int,
@@ -187,7 +188,9 @@ def bench(
     header_shown = False
     for dtype in dtype_list:
         started = time.perf_counter()
-        reranker = load_model_or_exit(model, device=device, dtype=dtype, max_length=max_length, family=family)
+        reranker = load_model_or_exit(
+            model, device=device, dtype=dtype, max_length=max_length, family=family, backend=backend
+        )
         load_s = time.perf_counter() - started
         if not header_shown:
             info = reranker.info()

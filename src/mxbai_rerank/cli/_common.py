@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .._model import TransformerReranker
 
 __all__ = [
+    "BACKEND_CHOICES",
     "DEBUG_ENV",
     "DTYPE_CHOICES",
     "FAMILY_CHOICES",
@@ -66,6 +67,9 @@ DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 # config). The registry imports no torch, so ``--help`` stays fast.
 FAMILY_CHOICES = ("auto", *available_families())
 INPUT_FORMAT_CHOICES = ("auto", "text", "jsonl")
+# The engine's backends by name (``_engine._backends.BACKENDS``, which imports torch, so it is
+# listed here; a test keeps the two equal).
+BACKEND_CHOICES = ("int8", "onnx", "packed", "torch")
 # Seconds to wait for the Hugging Face hub to answer before calling it unreachable.
 HUB_CHECK_TIMEOUT_S = 3.0
 
@@ -317,6 +321,7 @@ def load_model_or_exit(
     max_length: int | None = None,
     max_batch_tokens: int | None = None,
     family: str | None = None,
+    backend: str | None = None,
     **kwargs: Any,
 ) -> TransformerReranker:
     """``mxbai_rerank.load(...)``, or a :class:`CliError` saying in one line why it failed.
@@ -345,6 +350,7 @@ def load_model_or_exit(
                 **({} if max_length is None else {"max_length": max_length}),
                 max_batch_tokens=max_batch_tokens,
                 disable_transformers_warnings=True,
+                **({} if backend in (None, "auto") else {"backend": backend}),
                 **kwargs,
             )
     except (ModelLoadError, MissingExtraError, OSError, ValueError) as exc:
@@ -365,6 +371,7 @@ def model_options(
     dtype: bool = True,
     max_batch_tokens: bool = True,
     family: bool = False,
+    backend: bool = False,
     env_prefix: str | None = None,
     model_required: bool = False,
 ) -> Callable[[F], F]:
@@ -372,6 +379,7 @@ def model_options(
     ``--max-batch-tokens`` (commands that take lists of those define their own).
 
     ``family``: also ``--family`` (the command then takes a ``family`` argument).
+    ``backend``: also ``--backend`` (the command then takes a ``backend`` argument, ``None`` when unset).
     ``env_prefix``: every option also reads ``<prefix><NAME>`` from the environment (e.g.
     ``MXBAI_RERANK_DEVICE``); ``--model`` always reads ``MXBAI_RERANK_MODEL``.
     ``model_required``: ``--model`` has no default model.
@@ -439,6 +447,19 @@ def model_options(
                     help="Model family; auto detects it from the model's config. Force it for a renamed or "
                     "re-saved copy that is not recognised.",
                     **_envvar(env_prefix, "FAMILY"),
+                )
+            )
+        if backend:
+            options.append(
+                click.option(
+                    "--backend",
+                    type=click.Choice(BACKEND_CHOICES),
+                    default=None,
+                    help="How the model runs: torch (padded batches, prefix reuse), packed (varlen, GPUs), onnx "
+                    "(an exported graph in ONNX Runtime), int8 (int8-quantized graph on the CPU; exported and "
+                    "cached once) [default: packed on CUDA where a varlen kernel runs, onnx for a folder written "
+                    "by 'convert --to onnx', torch otherwise].",
+                    **_envvar(env_prefix, "BACKEND"),
                 )
             )
         for option in reversed(options):

@@ -47,7 +47,7 @@ def format_comparison(first_stage: dict[str, float], reranked: dict[str, float])
 
 
 @click.command("eval", cls=OneLineErrorCommand, epilog=_EPILOG)
-@model_options(family=True)
+@model_options(family=True, backend=True)
 @click.option(
     "--dataset",
     "-d",
@@ -97,6 +97,7 @@ def eval_command(
     dtype: str,
     max_batch_tokens: int | None,
     family: str,
+    backend: str | None,
     dataset: str,
     split: str,
     first_stage: str,
@@ -124,7 +125,13 @@ def eval_command(
             raise CliUsageError(f"--first-stage {first_stage!r}: no such run file (use bm25 or a TREC run file)")
         read_trec_run(first_stage)
     reranker = load_model_or_exit(
-        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens, family=family
+        model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        max_batch_tokens=max_batch_tokens,
+        family=family,
+        backend=backend,
     )
     result = evaluate(
         reranker,

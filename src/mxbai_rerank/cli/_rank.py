@@ -60,7 +60,7 @@ def _table(rows: list[dict[str, Any]], width: int) -> str:
 
 
 @click.command("rank", cls=OneLineErrorCommand, epilog=_EPILOG)
-@model_options(family=True)
+@model_options(family=True, backend=True)
 @click.option("--query", "-q", required=True, help="The search query.")
 @click.option(
     "--instruction", default=None, help="v2 models: an instruction for the task, e.g. 'Find code' (v1: an error)."
@@ -96,6 +96,7 @@ def rank(
     dtype: str,
     max_batch_tokens: int | None,
     family: str,
+    backend: str | None,
     query: str,
     instruction: str | None,
     top_k: int,
@@ -118,7 +119,13 @@ def rank(
     documents: list[InputDocument] = read_documents(file, input_format)
     check_rank_fields(documents, fields, source)
     reranker = load_model_or_exit(
-        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens, family=family
+        model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        max_batch_tokens=max_batch_tokens,
+        family=family,
+        backend=backend,
     )
     results = reranker.rank(
         query,

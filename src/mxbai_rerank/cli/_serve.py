@@ -34,7 +34,7 @@ Endpoints: POST /v1/reranking (Mixedbread), /v2/rerank and /v1/rerank (Cohere, J
 
 
 @click.command("serve", cls=OneLineErrorCommand, epilog=_EPILOG, context_settings={"show_default": True})
-@model_options(family=True, env_prefix=_ENV, model_required=True)
+@model_options(family=True, backend=True, env_prefix=_ENV, model_required=True)
 @click.option("--host", default="127.0.0.1", envvar=f"{_ENV}HOST", show_envvar=True, help="Address to bind.")
 @click.option(
     "--port",
@@ -137,6 +137,7 @@ def serve(
     dtype: str,
     max_batch_tokens: int | None,
     family: str,
+    backend: str | None,
     host: str,
     port: int,
     api_key: str | None,
@@ -163,7 +164,13 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reranker = load_model_or_exit(
-        model, device=device, dtype=dtype, max_length=max_length, max_batch_tokens=max_batch_tokens, family=family
+        model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        max_batch_tokens=max_batch_tokens,
+        family=family,
+        backend=backend,
     )
     settings = ServerSettings(
         model_name=model,
