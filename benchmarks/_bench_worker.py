@@ -66,6 +66,38 @@ def effective_config(model_dir: str) -> dict[str, Any]:
     }
 
 
+def prepare_onnx(model: str, output: str) -> None:
+    """``mxbai-rerank convert --to onnx --quantize int8``, timed, with this process's peak RSS."""
+    from mxbai_rerank.convert import convert_to_onnx
+
+    t0 = time.perf_counter()
+    convert_to_onnx(model, output, quantize="int8", overwrite=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mb": peak, "output": output}))
+
+
+def gate(reranker: Any, spec: str) -> dict[str, Any]:
+    """Scores of Q generated queries x D mixed passages, and nDCG@10 on the docstring collection (this package)."""
+    import tempfile
+    from pathlib import Path
+
+    from mxbai_rerank.evaluation import evaluate, generate_workload
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "evaluation"))
+    from docstring_beir import build_docstring_beir
+
+    queries, docs = (int(x) for x in spec.split(","))
+    workload = generate_workload(queries, docs, seed=0)
+    scores = [
+        [float(x) for x in reranker.score_pairs([q] * len(d), d)]
+        for q, d in zip(workload.queries, workload.documents, strict=True)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        collection = build_docstring_beir(Path(tmp) / "docstrings")
+        ndcg = evaluate(reranker, collection, top_k=20).reranked["ndcg@10"]  # 40 queries x 20
+    return {"gate_scores": scores, "ndcg@10": ndcg}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -75,7 +107,13 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--check-indices", default="", help="comma-separated documents to score before timing")
+    parser.add_argument("--backend", default=None, help="this package only: an engine backend (int8, onnx, torch-int8)")
+    parser.add_argument("--prepare-onnx", default=None, metavar="DIR", help="only convert --model to an int8 ONNX DIR")
+    parser.add_argument("--gate", default=None, metavar="Q,D", help="only score Q queries x D passages and nDCG@10")
     args = parser.parse_args()
+    if args.prepare_onnx:
+        prepare_onnx(args.model, args.prepare_onnx)
+        return
 
     import torch
 
@@ -91,15 +129,26 @@ def main() -> None:
         kwargs["torch_dtype"] = getattr(torch, args.torch_dtype)
     if args.device:
         kwargs["device"] = args.device
+    if args.backend == "torch-int8":
+        from mxbai_rerank._engine._int8 import TorchInt8Backend
+
+        kwargs["backend"] = TorchInt8Backend()
+    elif args.backend:
+        kwargs["backend"] = args.backend
     t0 = time.perf_counter()
     reranker = MxbaiRerankV2(args.model, **kwargs)
     load_s = time.perf_counter() - t0
     dtype = getattr(reranker, "dtype", None) or next(reranker.model.parameters()).dtype
+    info = reranker.info() if hasattr(reranker, "info") else None  # upstream has no info()
+    if args.gate:
+        print(json.dumps({"load_s": load_s, **gate(reranker, args.gate)}))
+        return
     out: dict[str, Any] = {
         "implementation": f"{mxbai_rerank.__name__} {getattr(mxbai_rerank, '__version__', '0.1.6 (upstream)')}",
         "version": getattr(mxbai_rerank, "__version__", "0.1.6"),
         "dtype": str(dtype).removeprefix("torch."),
-        "device": str(next(reranker.model.parameters()).device),
+        "device": info.device if info is not None else str(next(reranker.model.parameters()).device),
+        "backend": info.backend if info is not None else "torch",
         "load_s": load_s,
         "effective_config": effective_config(args.model),
     }

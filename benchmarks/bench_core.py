@@ -9,6 +9,20 @@ needs transformers < 5), so peak resident memory is measured the same way for bo
     .venv-upstream/bin/pip install torch==2.13.0 "transformers>=4.56,<5" mxbai-rerank==0.1.6
     .venv/bin/python benchmarks/bench_core.py   # prints a table, writes results/core_<device>_<shape>_<docs>x<len>.json
 
+Extra rows of this package: ``--backends int8`` (default) adds the int8 backend (ONNX Runtime,
+dynamically quantized graph). Its graph is prepared first, in its own process, by
+``mxbai-rerank convert --to onnx --quantize int8`` into the cache (time and peak RSS of that
+one-time step are recorded as ``prepare``; an existing folder is reused), and the timed process
+loads that graph, never the torch model. ``--backends int8,torch-int8`` also measures PyTorch's
+dynamic int8 quantization (slow; float32 load). ``--backends ''``: no extra rows.
+
+Quality gate of every extra row against float32 (``--gate Q,D``, default ``10,100``; ``''`` to
+skip): Q generated queries x D mixed passages, Kendall's tau of each query's scores >= 0.95 and
+identical top-10 sets in >= 90% of the queries, and nDCG@10 on the docstring test collection
+(40 queries, top 20 of BM25) within 0.01 of float32. On the 0.5B shape the float32 reference of
+the gate scores ~1,800 pairs (about 15 minutes on 2 cores). Random weights give near-tied scores,
+so read a failed gate together with the score spread it records.
+
 Options: ``--docs 100`` for 1 x 100 documents, ``--long 8192`` for documents of ~8k tokens,
 ``--shape large`` for the 1.5B shape, ``--shape tiny --docs 4`` for a smoke run in seconds,
 ``--model DIR`` for an existing v2 checkpoint (a published one, say) instead of the built
@@ -177,6 +191,29 @@ def timed_agreement(runs: dict[str, dict[str, Any]], tolerance: float) -> dict[s
     return out
 
 
+def quality_gate(model: Path, data: Path, targets: dict[str, Path], spec: str) -> dict[str, Any]:
+    """Each extra backend against float32: per-query Kendall's tau and top-10 sets, nDCG@10."""
+    from mxbai_rerank.convert._agreement import ranking_agreement
+
+    reference = run(sys.executable, model, data, 0, ["--torch-dtype", "float32", "--gate", spec])
+    spread = [max(s) - min(s) for s in reference["gate_scores"]]
+    out: dict[str, Any] = {"float32_ndcg@10": reference["ndcg@10"], "float32_score_range": spread}
+    for backend, target in targets.items():
+        got = run(sys.executable, target, data, 0, ["--backend", backend, "--gate", spec])
+        agreement = ranking_agreement(reference["gate_scores"], got["gate_scores"], top_k=10)
+        queries = len(agreement.taus)
+        ndcg_diff = abs(got["ndcg@10"] - reference["ndcg@10"])
+        passed = agreement.min_tau >= 0.95 and agreement.same_top_k_count >= 0.9 * queries and ndcg_diff <= 0.01
+        diffs = [abs(a - b) for r, g in zip(reference["gate_scores"], got["gate_scores"]) for a, b in zip(r, g)]
+        out[backend] = {**agreement.to_dict(), "ndcg@10": got["ndcg@10"], "ndcg@10_abs_diff": ndcg_diff,
+                        "max_abs_score_diff": max(diffs), "passed": passed}  # fmt: skip
+        print(
+            f"quality gate {backend}: min tau {agreement.min_tau:.3f}, same top-10 {agreement.same_top_k_count}/"
+            f"{queries}, nDCG@10 {got['ndcg@10']:.4f} vs {reference['ndcg@10']:.4f} -> {'PASS' if passed else 'FAIL'}"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=list(SHAPES), default="base", help="tiny: the test fixture, for smoke runs")
@@ -191,7 +228,12 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed float32 score difference")
     parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--output", default=None)
+    parser.add_argument("--backends", default="int8", help="extra rows: int8, torch-int8 (comma-separated)")
+    parser.add_argument("--gate", default="10,100", help="quality gate of the extra rows: Q,D ('' to skip)")
     args = parser.parse_args()
+    extra = [b for b in args.backends.split(",") if b]
+    if any(b not in ("int8", "torch-int8") for b in extra):
+        parser.error(f"--backends: choose from int8, torch-int8, got {args.backends!r}")
     if args.check_docs < 1:
         parser.error("--check-docs must be at least 1: the comparison is only meaningful on the same model")
 
@@ -212,7 +254,23 @@ def main() -> None:
         rows.append((UPSTREAM, run(args.upstream_python, model, data, args.upstream_repeats, [])))
     rows.append((DEFAULTS, run(sys.executable, model, data, args.repeats, [])))
     rows.append((FLOAT32, run(sys.executable, model, data, args.repeats, ["--torch-dtype", "float32"])))
+    targets: dict[str, Path] = {}
+    prepare: dict[str, Any] = {}
+    for backend in extra:
+        target = model
+        if backend == "int8":
+            target = Path(args.cache) / f"{model.name}-onnx-int8"
+            if not (target / "mxbai_rerank_onnx.json").is_file():
+                prepare = run(sys.executable, model, data, 0, ["--prepare-onnx", str(target)])
+                print(f"prepared {target} in {prepare['seconds']:.0f} s, peak RSS {prepare['peak_rss_mb']:.0f} MB")
+            else:
+                prepare = {"reused": str(target)}
+        targets[backend] = target
+        rows.append(
+            (f"mxbai-rerank ({backend})", run(sys.executable, target, data, args.repeats, ["--backend", backend]))
+        )
     agreement |= timed_agreement(dict(rows), args.tolerance)
+    gate = quality_gate(model, data, targets, args.gate) if args.gate and extra else {}
 
     ref = rows[0][1]
     header = "| implementation | dtype | docs/s | s/query | peak RSS (MB) | speed vs upstream | memory vs upstream |"
@@ -240,6 +298,8 @@ def main() -> None:
         "model": str(model),
         "table": table,
         "agreement": agreement,
+        "int8_prepare": prepare,
+        "quality_gate": gate,
         "runs": dict(rows),
     }
     out.write_text(json.dumps(result, indent=2))
