@@ -38,7 +38,7 @@ def test_help_has_examples_and_the_family_option(name: str) -> None:
     result = CliRunner().invoke(main, [name, "--help"], terminal_width=120)
     assert result.exit_code == 0, result.output
     assert "Examples:" in result.stdout and f"mxbai-rerank {name} " in result.stdout
-    assert "--family [auto|mxbai-v1|mxbai-v2]" in result.stdout
+    assert "--family [auto|mxbai-v1|mxbai-v2|mxbai-v2-seq-cls]" in result.stdout
 
 
 def test_bench_json_option_says_what_it_writes() -> None:
