@@ -97,8 +97,9 @@ class TransformerReranker(BaseReranker, TorchModule):
         hub_kwargs, _ = split_kwargs(kwargs)
         config = read_config(self.model_name_or_path, **hub_kwargs)
         if family is None and self.family_name is not None:
-            # The class is the caller's choice of family: say so when the checkpoint is another.
-            self._check_natural_family(config, get_family(self.family_name))
+            # The class is the caller's choice of family: say so when the checkpoint is another,
+            # and take the checkpoint's own where this class serves it (a converted v2, say).
+            family = self._check_natural_family(config, get_family(self.family_name))
         chosen, spec = detect_family(self.model_name_or_path, config, family or self.family_name)
         self._family = chosen
         if max_length is FAMILY_DEFAULT:
@@ -128,15 +129,18 @@ class TransformerReranker(BaseReranker, TorchModule):
         self.estimated_max = self._resolve_estimated_max(estimated_max)
         self._dummy = torch.empty(0, device=self.engine.device, dtype=self.engine.dtype)
 
-    def _check_natural_family(self, config: Any, forced: RerankerFamily) -> None:
-        """A clear error when the class does not match the family the checkpoint declares."""
+    def _check_natural_family(self, config: Any, forced: RerankerFamily) -> str | None:
+        """The checkpoint's declared family where this class serves it (``None``: the class's
+        own); a clear error when the class does not match the family the checkpoint declares."""
         natural = natural_family(self.model_name_or_path, config)
-        if natural is not None and natural != forced.name and natural in FAMILIES:
-            cls = FAMILIES[natural].reranker_class.rsplit(":", 1)[1]
-            raise ModelLoadError(
-                f"{self.model_name_or_path!r} is a {natural} reranker, not {forced.name}: "
-                f"use {cls} or mxbai_rerank.load()"
-            )
+        if natural is None or natural == forced.name or natural not in FAMILIES:
+            return None
+        if FAMILIES[natural].reranker_class == forced.reranker_class:
+            return natural  # a family derived from the class's own, e.g. mxbai-v2-seq-cls
+        cls = FAMILIES[natural].reranker_class.rsplit(":", 1)[1]
+        raise ModelLoadError(
+            f"{self.model_name_or_path!r} is a {natural} reranker, not {forced.name}: use {cls} or mxbai_rerank.load()"
+        )
 
     def _template_overrides(self) -> dict[str, Any]:
         """Prompt fields a subclass set on the class (v2: ``task_prompt``...); none by default."""

@@ -66,6 +66,10 @@ def test_this_package_loads_the_folder(seq_cls_dir: Path, v2_reranker: MxbaiRera
         atol=TOLERANCE,
         rtol=0,
     )
+    # The upstream-style class loads it too, with no family= (the folder declares its family).
+    direct = MxbaiRerankV2(str(seq_cls_dir), device="cpu", torch_dtype="float32")
+    assert direct.family == "mxbai-v2-seq-cls"
+    np.testing.assert_allclose(_raw(direct, pairs), _raw(v2_reranker, pairs), atol=TOLERANCE, rtol=0)
 
 
 def test_sentence_transformers_cross_encoder(seq_cls_dir: Path, v2_reranker: MxbaiRerankV2) -> None:
