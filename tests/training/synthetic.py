@@ -1,9 +1,10 @@
 """A synthetic, learnable relevance task: a document is relevant when it contains the query's keyword.
 
-Queries name one keyword from a fixed list; every document is a few filler words, and the
-relevant one also contains the query's keyword. Half of the negatives contain another keyword
-(so "has a keyword" alone is not enough), the others none. An untrained reranker ranks these at
-random; a model that learns to match the keyword ranks the relevant document first.
+Queries name one keyword from a fixed list (plus two filler words); every document is a few
+filler words, and the relevant one also contains the query's keyword (three times). With
+``hard > 0`` that share of the negatives contains another keyword, so that spotting a keyword is
+not enough (the tiny test model learns that much more slowly; the tests use ``hard=0``). An
+untrained reranker ranks these at random; a trained one ranks the relevant document first.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _doc(rng: random.Random, keyword: str | None) -> str:
     return " ".join(words)
 
 
-def make_groups(num_queries: int, num_negatives: int, seed: int, hard: float = 0.5) -> list[dict[str, Any]]:
+def make_groups(num_queries: int, num_negatives: int, seed: int, hard: float = 0.0) -> list[dict[str, Any]]:
     """``{"query", "positive", "negatives"}`` records; a ``hard`` share of the negatives contain another keyword."""
     rng = random.Random(seed)
     records = []

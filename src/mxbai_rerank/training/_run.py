@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .._extras import require
 from ._config import V1_STAGES, TrainingConfig, TrainingConfigError
 from ._data import EvalSet, TrainingData, load_eval_set, load_training_data, mine_hard_negatives
-from ._trainer import DATA_FILE, EVAL_METRICS, StepInfo
+from ._trainer import DATA_FILE, EVAL_METRICS, StepInfo, find_checkpoint
 
 if TYPE_CHECKING:
     from .._model import TransformerReranker
@@ -132,6 +132,8 @@ def train(
         require("peft", "train")
     work = Path(checkpoint_dir).expanduser() if checkpoint_dir else output.with_name(output.name + ".checkpoints")
     saved_data = work / DATA_FILE
+    if resume:
+        find_checkpoint(work, config)  # refuses a checkpoint made with other options, before anything loads
     if resume and saved_data.is_file():
         prepared: TrainingData | None = TrainingData.load(saved_data)  # the same mined negatives as before
         training = prepared

@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -48,7 +49,7 @@ from ._data import EvalSet, TrainingData
 if TYPE_CHECKING:
     from .._model import TransformerReranker
 
-__all__ = ["EVAL_METRICS", "StepInfo", "Trainer", "default_lora_targets", "evaluate_set"]
+__all__ = ["EVAL_METRICS", "StepInfo", "Trainer", "default_lora_targets", "evaluate_set", "find_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,8 +210,11 @@ class Trainer:
             r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
             modules_to_save=modules_to_save, bias="none",
         )  # fmt: skip
+        torch.manual_seed(_mix(cfg.seed, "lora"))  # LoRA's A matrices start random: the same in every run
         try:
-            model = peft.get_peft_model(self.base_model, lora)
+            with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                model = peft.get_peft_model(self.base_model, lora)
         except ValueError as exc:
             raise TrainingConfigError(f"cannot apply LoRA to {targets}: {exc}") from exc
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -596,24 +600,7 @@ class Trainer:
         return final
 
     def _latest_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
-        root = self.work_dir / CHECKPOINTS
-        found = []
-        for path in root.glob("stage*") if root.is_dir() else []:
-            try:
-                state = json.loads((path / _STATE).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            found.append(((state["stage_index"], state["complete"], state["step"]), path, state))
-        if not found:
-            return None
-        _, path, state = max(found, key=lambda f: f[0])
-        if state.get("config") != self.config.resume_key():
-            changed = sorted(k for k, v in self.config.resume_key().items() if state.get("config", {}).get(k) != v)
-            raise TrainingConfigError(
-                f"cannot resume from {path}: the run was started with other options ({', '.join(changed)}); "
-                "start again without resume, or use the same options"
-            )
-        return path, state
+        return find_checkpoint(self.work_dir, self.config)
 
     def _restore(self, checkpoint: Path, state: dict[str, Any]) -> None:
         saved = torch.load(checkpoint / _TRAINABLE, map_location=self.device)
@@ -627,6 +614,29 @@ class Trainer:
         self.history = {k: list(v) for k, v in state.get("history", {}).items()}
         self.timing = dict(state.get("timing", {}))
         self.throughput = dict(state.get("throughput", {}))
+
+
+def find_checkpoint(work_dir: Path, config: TrainingConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The latest checkpoint in ``work_dir`` and its state, or ``None``; a :class:`TrainingConfigError`
+    when it was made with options a resumed run must share (``TrainingConfig.resume_key``)."""
+    root = Path(work_dir) / CHECKPOINTS
+    found = []
+    for path in root.glob("stage*") if root.is_dir() else []:
+        try:
+            state = json.loads((path / _STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.append(((state["stage_index"], state["complete"], state["step"]), path, state))
+    if not found:
+        return None
+    _, path, state = max(found, key=lambda f: f[0])
+    if state.get("config") != config.resume_key():
+        changed = sorted(k for k, v in config.resume_key().items() if state.get("config", {}).get(k) != v)
+        raise TrainingConfigError(
+            f"cannot resume from {path}: the run was started with other options ({', '.join(changed)}); "
+            "start again without resume, or use the same options"
+        )
+    return path, state
 
 
 def _class_balance(relevant: torch.Tensor) -> torch.Tensor:
