@@ -71,6 +71,7 @@ def test_each_stage_alone_learns(stage: str, runs, v2_start_dir: Path, synthetic
         stage, v2_start_dir, synthetic_data["train"], config(stages=(stage,)), eval_data=synthetic_data["eval"]
     )
     before, after = ndcg(result, "before"), ndcg(result, f"after_{stage}")
+    print(f"\n{stage}:\n{format_metrics_table(result.metrics['eval']['metrics'])}")  # shown with -s
     assert after >= before + MARGIN, format_metrics_table(result.metrics["eval"]["metrics"])
     # The loss falls (GRPO's objective hovers near 0 by construction: its mean reward rises instead).
     curve = result.metrics["train_loss"]["grpo_reward" if stage == "grpo" else stage]
@@ -90,6 +91,7 @@ def three_stages(runs, v2_start_dir: Path, synthetic_data: dict[str, Path]) -> T
 
 def test_the_three_stages_together_learn(three_stages: TrainingResult) -> None:
     evals = three_stages.metrics["eval"]["metrics"]
+    print(f"\nthree stages:\n{format_metrics_table(evals)}")  # shown with -s
     assert list(evals) == ["before", "after_grpo", "after_contrastive", "after_preference"]
     assert evals["after_preference"]["ndcg@10"] >= evals["before"]["ndcg@10"] + MARGIN, format_metrics_table(evals)
     assert evals["after_grpo"]["ndcg@10"] > evals["before"]["ndcg@10"]
@@ -120,9 +122,11 @@ def test_estimated_max_is_the_95th_percentile_of_training_positives(
     assert three_stages.estimated_max == pytest.approx(np.percentile(scores, 95), abs=1e-3)
     negatives = [(g.query, g.documents[i]) for g in data.groups for i in g.negatives]
     below = three_stages.reranker.score_pairs([q for q, _ in negatives], [d for _, d in negatives])
-    assert np.median(below) < three_stages.estimated_max / 2 < np.median(scores) + 1e-6 or np.median(scores) > 0
+    # normalize=True: the top positives land above 0.5 and the typical negative below it.
+    assert three_stages.estimated_max > 0 and np.median(below) < three_stages.estimated_max / 2
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # asked by peft
 def test_merged_lora_equals_the_adapter_on_the_base_model(three_stages: TrainingResult, v2_start_dir: Path) -> None:
     from peft import PeftModel
 
