@@ -73,10 +73,11 @@ def test_sigterm_refuses_new_work_and_ends_stalled_requests_at_the_deadline(v1_m
 
     async def scenario() -> tuple[Any, ...]:
         async with httpx.AsyncClient(base_url=proc.base_url, timeout=120) as ac:
-            # More queued work than the grace period can score (2880 pairs, two per forward
-            # pass), in small requests: the one being scored at the deadline ends soon after.
+            # Several times more queued work than the grace period can score (11,520 pairs, two
+            # per forward pass: ~14 s on a fast 2-core CPU, against GRACE = 3 s), in requests
+            # small enough that the one being scored at the deadline ends soon after.
             long = [
-                asyncio.ensure_future(ac.post("/rerank", json={"query": QUERY, "texts": slow_docs(120, f"long{i}")}))
+                asyncio.ensure_future(ac.post("/rerank", json={"query": QUERY, "texts": slow_docs(480, f"long{i}")}))
                 for i in range(24)
             ]
             await wait_in_flight(proc.base_url, len(long))
