@@ -53,6 +53,8 @@ class RerankerFamily:
     attention_kernels: bool = True
     # ``"module:Class"`` of the reranker class ``mxbai_rerank.load`` returns for this family.
     reranker_class: str = "mxbai_rerank._model:TransformerReranker"
+    # A classifier whose single logit is the score: ``check_config`` requires ``num_labels == 1``.
+    single_logit: bool = False
 
     def check_config(self, config: Any) -> None:
         """Raise ``ModelLoadError`` when ``config`` is not a model this family can score."""
@@ -63,6 +65,12 @@ class RerankerFamily:
             raise ModelLoadError(
                 f"the {self.name} family scores {' or '.join('*' + s for s in self.architecture_suffixes)} "
                 f"models, but this config has architectures={architectures}"
+            )
+        num_labels = getattr(config, "num_labels", None)
+        if self.single_logit and num_labels != 1:
+            raise ModelLoadError(
+                f"the {self.name} family scores classifiers with one relevance logit, "
+                f"but this one has num_labels={num_labels}: its logits are not a relevance score"
             )
 
     def build_encoder(

@@ -27,17 +27,6 @@ _UNSET_LIMIT = 1_000_000
 
 @dataclass(frozen=True)
 class MxbaiV1Family(RerankerFamily):
-    def check_config(self, config: Any) -> None:
-        from .._engine import ModelLoadError
-
-        super().check_config(config)
-        num_labels = getattr(config, "num_labels", None)
-        if num_labels != 1:
-            raise ModelLoadError(
-                f"the {self.name} family scores classifiers with one relevance logit, "
-                f"but this one has num_labels={num_labels}: its logits are not a relevance score"
-            )
-
     def build_encoder(
         self, tokenizers: TokenizerPool, config: Any, max_length: int | None, overrides: dict[str, Any]
     ) -> PairEncoder:
@@ -66,4 +55,5 @@ FAMILY = MxbaiV1Family(
     architecture_suffixes=("ForSequenceClassification",),
     attention_kernels=False,  # DeBERTa-v2 has only its eager attention in transformers
     reranker_class="mxbai_rerank.mxbai_rerank_v1:MxbaiRerankV1",
+    single_logit=True,
 )

@@ -11,7 +11,7 @@ the classifier's score row instead of two LM-head rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._encoding import PairEncoder
 from .mxbai_v2 import MxbaiV2Family
@@ -26,17 +26,6 @@ __all__ = ["FAMILY", "MxbaiV2SeqClsFamily"]
 
 @dataclass(frozen=True)
 class MxbaiV2SeqClsFamily(MxbaiV2Family):
-    def check_config(self, config: Any) -> None:
-        from .._engine import ModelLoadError
-
-        super().check_config(config)
-        num_labels = getattr(config, "num_labels", None)
-        if num_labels != 1:
-            raise ModelLoadError(
-                f"the {self.name} family scores classifiers with one relevance logit, "
-                f"but this one has num_labels={num_labels}"
-            )
-
     def build_head(self, model: nn.Module, encoder: PairEncoder) -> ScoreHead:
         from ..convert._heads import SequenceScoreHead
 
@@ -51,4 +40,5 @@ FAMILY = MxbaiV2SeqClsFamily(
     default_max_length=8192,
     default_estimated_max=12.0,
     reranker_class="mxbai_rerank.mxbai_rerank_v2:MxbaiRerankV2",
+    single_logit=True,
 )
