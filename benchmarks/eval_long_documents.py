@@ -42,14 +42,11 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from _common import CACHE, machine  # noqa: E402
 
-KEYWORDS = (
-    "walrus", "obsidian", "saffron", "tundra", "mongoose", "quartz", "lantern", "glacier", "pelican", "cobalt",
-    "falcon", "meadow", "harpoon", "jasmine", "volcano", "anchor", "badger", "canyon", "dolphin", "emerald",
-)  # fmt: skip
-FILLER = (
-    "the", "a", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by", "at", "from", "this",
-    "that", "it", "are", "be", "or", "an", "which", "one", "all", "there", "their", "has", "more", "some",
-)  # fmt: skip
+from training import synthetic  # noqa: E402
+
+# The fine-tuning tests' keyword task vocabulary (tests/training/synthetic.py).
+KEYWORDS = synthetic.KEYWORDS[:20]
+FILLER = synthetic.FILLER
 CLI = [sys.executable, "-c", "from mxbai_rerank.cli import main; main()"]
 
 
