@@ -88,6 +88,19 @@ async def raw_exchange(base_url: str, data: bytes, *, timeout: float = 30.0) -> 
         writer.close()
 
 
+async def drip(writer: asyncio.StreamWriter, data: bytes, response: asyncio.Future[Any], delay: float) -> None:
+    """Send ``data`` one byte every ``delay`` seconds until the server answers or closes."""
+    for byte in data:
+        if response.done():
+            return
+        try:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(delay)
+
+
 # -- item 1: size limits -----------------------------------------------------------------------
 
 
@@ -164,15 +177,7 @@ def test_slow_uploads_hold_no_slot_and_get_408(server: ServerProcess, v2_reranke
         writer.write(request_head("/rerank", length=len(body)) + body[:5])
         started = time.perf_counter()
         response = asyncio.ensure_future(read_response(reader))
-        for byte in body[5:]:  # one byte every 0.25 s: 10x longer than the body deadline
-            if response.done():
-                break
-            try:
-                writer.write(bytes([byte]))
-                await writer.drain()
-            except ConnectionError:
-                break
-            await asyncio.sleep(0.25)
+        await drip(writer, body[5:], response, 0.25)  # 10x longer than the body deadline
         status, _, payload = await asyncio.wait_for(response, 30)
         writer.close()
         return status, payload, time.perf_counter() - started
@@ -181,15 +186,7 @@ def test_slow_uploads_hold_no_slot_and_get_408(server: ServerProcess, v2_reranke
         reader, writer = await asyncio.open_connection(*host_port(server.base_url))
         started = time.perf_counter()
         response = asyncio.ensure_future(read_response(reader))
-        for byte in request_head("/rerank", length=2):
-            if response.done():
-                break
-            try:
-                writer.write(bytes([byte]))
-                await writer.drain()
-            except ConnectionError:
-                break
-            await asyncio.sleep(0.2)
+        await drip(writer, request_head("/rerank", length=2), response, 0.2)
         status, _, payload = await asyncio.wait_for(response, 30)
         writer.close()
         return status, payload, time.perf_counter() - started
