@@ -94,7 +94,8 @@ class ScoringEngine:
         target = resolve_device(device)
         ckpt_dtype = getattr(self.config, "dtype", None) or getattr(self.config, "torch_dtype", None)
         dtype = resolve_dtype(torch_dtype, target, ckpt_dtype)
-        if backend is None and _is_onnx_folder(self.model_id, hub_kwargs):
+        onnx_folder = _is_onnx_folder(self.model_id, hub_kwargs)
+        if backend is None and onnx_folder:
             backend = "onnx"  # a folder written by `convert --to onnx` holds a graph, not torch weights
         self.backend = get_backend(backend, target, dtype)
         load_kwargs: dict[str, Any] = {"dtype": dtype, **self.backend.model_kwargs(target, dtype, family)}
@@ -105,7 +106,7 @@ class ScoringEngine:
         # scores without the transformers model (an ONNX graph), so only the tokenizer is loaded
         # here and the backend's head is also the engine's ``model``.
         load_head = getattr(self.backend, "load_head", None)
-        if load_head is None and _is_onnx_folder(self.model_id, hub_kwargs):
+        if load_head is None and onnx_folder:
             raise ModelLoadError(
                 f"{self.model_id!r} holds an ONNX graph (mxbai-rerank convert --to onnx), not torch weights: "
                 "load it with backend='onnx' or 'int8' (or no backend)"
