@@ -169,3 +169,49 @@ def test_concatenated_requests_keep_separate_query_groups(v2_reranker: MxbaiRera
         np.concatenate([v2_reranker.score_encoded(a), v2_reranker.score_encoded(b)]),
         atol=1e-5,
     )
+
+
+def _varied_texts(n: int) -> list[str]:
+    words = ["alpha", "Beta", "gamma,", "delta.", "épsilon", "zeta's", "eta-theta", "42", "iota\n", "kappa"]
+    return [" ".join(words[(i * j) % len(words)] for j in range(1 + (i * 7) % 23)) for i in range(n)]
+
+
+@pytest.mark.parametrize("which", ["v2", "v1"])
+def test_tokenizer_pool_encodes_long_lists_in_threads_exactly(
+    which: str, v2_reranker: MxbaiRerankV2, v1_reranker
+) -> None:
+    """Slices encoded by several threads give exactly one tokenizer call's ids, in order, even
+    after the same pooled copy truncated pairs (its truncation must not leak into ids())."""
+    from mxbai_rerank import _encoding
+
+    reranker = v2_reranker if which == "v2" else v1_reranker
+    pool = reranker.engine.encoder.tokenizers
+    texts = _varied_texts(5 * _encoding.MIN_TEXTS_PER_THREAD + 3)
+    want = reranker.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    pool.pairs(texts[:3], texts[3:6], max_length=4)  # leaves truncation set on a pooled copy
+    assert pool.ids(texts) == want
+    assert pool.ids(texts[:5]) == want[:5]  # below the threshold: one call
+    assert any(t.name.startswith("mxbai-tokenize") for t in threading.enumerate())
+
+
+def test_concurrent_long_rank_calls_match_sequential(v2_reranker: MxbaiRerankV2) -> None:
+    docs = _varied_texts(48)
+    queries = [f"{QUERY} ({i})" for i in range(4)]
+    expected = {q: v2_reranker.score_pairs([q] * len(docs), docs).tolist() for q in queries}
+    got: dict[str, list[float]] = {}
+    errors: list[BaseException] = []
+
+    def work(q: str) -> None:
+        try:
+            got[q] = v2_reranker.score_pairs([q] * len(docs), docs).tolist()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(q,)) for q in queries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for q in queries:
+        np.testing.assert_allclose(got[q], expected[q], atol=1e-5)

@@ -11,14 +11,19 @@
   template and truncation (cross-encoders, v1).
 
 Tokenization is batched: one fast-tokenizer call per distinct text list, never one per pair.
+A long list is split into slices that threads encode at once (:meth:`TokenizerPool.ids`), since
+the Rust tokenizer releases the GIL; this is what keeps tokenizing 100 documents (~20 ms on one
+core) from delaying a GPU forward pass that takes a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,6 +43,24 @@ __all__ = [
 # at the cut, so keeping ``(max_tokens + CUT_SLACK_TOKENS) * 2 * longest`` characters leaves
 # the first ``max_tokens`` tokens exactly as the whole text would give them.
 CUT_SLACK_TOKENS = 8
+
+# Texts per tokenizing thread at least (a smaller slice costs more in hand-offs than it saves),
+# and threads at most (tokenizing is a fraction of a call: a few cores take it off the path).
+MIN_TEXTS_PER_THREAD = 16
+MAX_TOKENIZE_THREADS = 8
+
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+_executor_lock = threading.Lock()
+
+
+def _tokenize_executor() -> ThreadPoolExecutor:
+    """The process's tokenizing threads; a new pool in a forked child (the parent's threads are gone)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor[0] != os.getpid():
+            workers = max(1, min(MAX_TOKENIZE_THREADS, os.cpu_count() or 1) - 1)  # the caller is one more
+            _executor = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="mxbai-tokenize"))
+        return _executor[1]
 
 
 def longest_token_chars(tokenizer: Any) -> int:
@@ -146,10 +169,37 @@ class TokenizerPool:
                     self._free.append(tokenizer)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids (no special tokens), in order.
+
+        A list of at least ``2 * MIN_TEXTS_PER_THREAD`` texts is split into slices encoded at once:
+        the caller encodes the first, pool threads the others, all through the borrowed copy's
+        Rust tokenizer (encoding only reads it, and the Rust call releases the GIL; no other
+        thread holds this copy while it is borrowed).
+        """
         if not texts:
             return []
         with self.borrow() as tok:
-            return tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+            backend = getattr(tok, "backend_tokenizer", None)  # None for a slow (Python) tokenizer
+            slices = min(len(texts) // MIN_TEXTS_PER_THREAD, MAX_TOKENIZE_THREADS, os.cpu_count() or 1)
+            if backend is None or slices < 2:
+                return tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+            # The copy is ours alone: settle its state before threads read it concurrently.
+            if backend.truncation is not None:
+                backend.no_truncation()
+            if backend.padding is not None:
+                backend.no_padding()
+            encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)  # fast: no offsets
+
+            def encode(part: list[str]) -> list[list[int]]:
+                return [e.ids for e in encode_batch(part, add_special_tokens=False)]
+
+            bounds = [len(texts) * i // slices for i in range(slices + 1)]
+            executor = _tokenize_executor()
+            futures = [executor.submit(encode, texts[a:b]) for a, b in itertools.pairwise(bounds[1:])]
+            out = encode(texts[: bounds[1]])
+            for future in futures:
+                out.extend(future.result())
+            return out
 
     def offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Each text's tokens as (start, end) character offsets (no special tokens)."""
