@@ -35,6 +35,10 @@ class RankResult:
     span: tuple[int, int] | None = None
 
 
+# Pairs per predict() call in the generic path when the caller gives no batch_size.
+UPSTREAM_BATCH_SIZE = 32
+
+
 class BaseReranker:
     """Base class for rerankers: subclasses implement :meth:`predict` (or override scoring)."""
 
@@ -48,7 +52,7 @@ class BaseReranker:
         documents: Sequence[Document],
         *,
         top_k: int = 100,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         sort: bool = True,
         return_documents: bool = True,
         show_progress: bool = False,
@@ -60,7 +64,9 @@ class BaseReranker:
             query: The search query.
             documents: Candidate documents: strings, or dicts scored through ``rank_fields``.
             top_k: How many results to return (at most ``len(documents)``).
-            batch_size: Most pairs in one forward pass.
+            batch_size: Most pairs in one forward pass; ``None`` (default): as many as the
+                token budget (``max_batch_tokens``) allows. Upstream's default is 32, which on a
+                GPU would split a top-100 call into four forward passes.
             sort: Best first (ties by input order); otherwise input order.
             return_documents: Put each input document in its :class:`RankResult`.
             show_progress: A progress bar over batches.
@@ -87,7 +93,7 @@ class BaseReranker:
         documents: list[Any],
         *,
         top_k: int = 100,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         sort: bool = True,
         return_documents: bool = True,
         show_progress: bool = False,
@@ -117,7 +123,13 @@ class BaseReranker:
         ]
 
     def _scores_and_spans(
-        self, *, queries: list[str], documents: list[str], batch_size: int, show_progress: bool, **kwargs: Any
+        self,
+        *,
+        queries: list[str],
+        documents: list[str],
+        batch_size: int | None,
+        show_progress: bool,
+        **kwargs: Any,
     ) -> tuple[Any, list[tuple[int, int]] | None]:
         """Scores of text pairs and, where documents were split into windows, each one's best span."""
         scores = self._compute_scores(
@@ -130,11 +142,14 @@ class BaseReranker:
         *,
         queries: list[str],
         documents: list[str],
-        batch_size: int,
+        batch_size: int | None,
         show_progress: bool,
         **kwargs: Any,
     ) -> np.ndarray:
-        """Generic path for subclasses that only implement :meth:`predict`: length-bucketed batches."""
+        """Generic path for subclasses that only implement :meth:`predict`: length-bucketed batches
+        of ``batch_size`` pairs (``None``: upstream's 32)."""
+        if batch_size is None:
+            batch_size = UPSTREAM_BATCH_SIZE
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         order = np.argsort([-len(d) for d in documents], kind="stable")
