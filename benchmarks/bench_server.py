@@ -122,6 +122,8 @@ class _Server:
         ]
         if args.device:
             cmd += ["--device", args.device]
+        if args.family:
+            cmd += ["--family", args.family]
         if args.max_batch_tokens:
             cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MXBAI_RERANK_")}
@@ -217,7 +219,7 @@ async def _load(
 def _library(args: argparse.Namespace, model: Path | str, workload: list[tuple[str, list[str]]]) -> tuple[dict, list]:
     import mxbai_rerank
 
-    kwargs: dict[str, Any] = {"device": args.device, "torch_dtype": args.dtype}
+    kwargs: dict[str, Any] = {"device": args.device, "torch_dtype": args.dtype, "family": args.family}
     if args.max_batch_tokens:
         kwargs["max_batch_tokens"] = args.max_batch_tokens
     reranker = mxbai_rerank.load(str(model), **kwargs)
@@ -279,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: best available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--max-batch-tokens", type=int, default=None)
+    parser.add_argument("--family", default=None, help="force the model family (a checkpoint without the "
+                        "'mxbai_rerank' config marker, e.g. the GPU kit's random-weight models: mxbai-v2)")  # fmt: skip
     parser.add_argument("--time-limit", type=float, default=300.0, help="Seconds per phase at most.")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "server.json")
     args = parser.parse_args(argv)

@@ -1,0 +1,203 @@
+"""Where the time of a cold top-100 query goes on a GPU, and what the packed path's knobs change.
+
+One process, this package only (``bench_gpu.py`` has the side-by-side table with upstream).
+For each of ``--queries`` cold queries (100 new passages each, the ``cold`` work of
+``bench_gpu.py``), with the packed backend:
+
+* ``encode``: tokenization and prompt assembly on the host;
+* ``launch``: host time to enqueue the packed forward pass(es), nothing waited for;
+* ``device``: the forward pass on the GPU, from CUDA events around it;
+* ``rank``: ``rank()`` end to end (the number ``bench_gpu.py`` reports);
+* ``pipelined k``: the pairs split into k slices, each encoded while the GPU runs the previous
+  one, one synchronisation at the end (what overlapping tokenization with the GPU would give).
+
+Then ``score_pairs`` throughput on the ``throughput`` work at several ``max_batch_tokens``
+(chunk sizes) and with the padded ``torch`` backend, checking that every variant's scores agree.
+
+    PYTHONPATH=src python3 benchmarks/bench_gpu_breakdown.py --model DIR      # a v2 checkpoint
+    .venv/bin/python benchmarks/bench_gpu_breakdown.py --shape tiny           # CPU smoke run
+
+Prints a table; writes ``results/gpu_breakdown_<device>.json`` (``--output``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="a v2 checkpoint (default: built at --shape)")
+    parser.add_argument("--shape", choices=["tiny", "base", "large"], default="base")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--queries", type=int, default=8, help="cold queries timed")
+    parser.add_argument("--docs", type=int, default=100, help="passages per query")
+    parser.add_argument("--throughput-queries", type=int, default=28)
+    parser.add_argument("--chunk-tokens", default="8192,16384,32768,65536", help="max_batch_tokens swept")
+    parser.add_argument("--compile", action="store_true", help="experiment: torch.compile(dynamic=True) each "
+                        "decoder layer; reports compile time and the distance to eager scores")  # fmt: skip
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+
+    import bench_gpu
+    from _common import benchmark_checkpoint, machine
+
+    from mxbai_rerank import MxbaiRerankV2
+    from mxbai_rerank._engine._attention import packed_call, varlen_kernel
+    from mxbai_rerank._engine._packed import build_chunk, plan_chunks
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    model = Path(args.model) if args.model else benchmark_checkpoint(args.shape)
+    sizes = dict(bench_gpu.SIZES["full"])
+    sizes.update(cold_queries=args.queries + 1, docs=args.docs, throughput_queries=args.throughput_queries,
+                 long_docs=1, long_tokens=16)  # fmt: skip
+    work = bench_gpu.workloads(model, sizes)
+    reranker = MxbaiRerankV2(str(model), device=str(device), backend="packed")
+    engine = reranker.engine
+    report: dict[str, Any] = {"machine": machine(), "model": str(model), "device": str(device),
+                              "dtype": str(engine.dtype), "kernel": varlen_kernel(device, engine.dtype),
+                              "packs": engine.backend.packs(engine)}  # fmt: skip
+    if cuda:
+        report["gpu"] = torch.cuda.get_device_name(device)
+        report["torch"] = torch.__version__
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    head: Any = engine.head
+
+    def launch(encoded: Any) -> torch.Tensor:
+        """Enqueue the packed forward passes of ``encoded``; (N,) scores on the device, unsynchronised."""
+        sequences = encoded.input_ids
+        scores = torch.empty(len(encoded), dtype=torch.float32, device=device)
+        for rows in plan_chunks([len(s) for s in sequences], max_tokens=engine.max_batch_tokens, max_sequences=10**9):
+            chunk = build_chunk(sequences, rows).to(device)
+            with packed_call(chunk.cu_seqlens, chunk.cu_host, chunk.max_length):
+                scores[chunk.rows] = head.forward_packed(
+                    chunk.input_ids, chunk.position_ids, chunk.cu_seqlens, chunk.max_length
+                )
+        return scores
+
+    queries, documents = work["cold"]["queries"], work["cold"]["documents"]
+    eager: list[np.ndarray] = []
+    if args.compile:
+        eager = [reranker.score_pairs([q] * len(d), d) for q, d in zip(queries[:-1], documents[:-1])]
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+        for layer in head.backbone.layers:
+            layer.compile(dynamic=True)
+        for label, count in (("compile_s", 4), ("second_shape_s", len(documents[-1]))):
+            t = time.perf_counter()
+            reranker.rank(queries[-1], documents[-1][:count])
+            sync()
+            report[label] = time.perf_counter() - t
+    reranker.rank(queries[-1], documents[-1][:4])  # warm-up: allocator and kernels
+    sync()
+    rows: dict[str, list[float]] = {"encode": [], "launch": [], "device": [], "sequential": [], "rank": []}
+    pipelined: dict[int, list[float]] = {2: [], 4: []}
+    worst = 0.0
+    with torch.inference_mode():
+        for q, docs in zip(queries[:-1], documents[:-1]):
+            qs = [q] * len(docs)
+            sync()
+            t0 = time.perf_counter()
+            encoded = engine.encode(qs, docs)
+            t1 = time.perf_counter()
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            scores = launch(encoded)
+            t2 = time.perf_counter()
+            if cuda:
+                end.record()
+            reference = scores.cpu().numpy()
+            t3 = time.perf_counter()
+            rows["encode"].append(t1 - t0)
+            rows["launch"].append(t2 - t1)
+            rows["device"].append(start.elapsed_time(end) / 1e3 if cuda else t3 - t1)
+            rows["sequential"].append(t3 - t0)
+            for k in pipelined:
+                sync()
+                t = time.perf_counter()
+                bounds = np.linspace(0, len(docs), k + 1).astype(int)
+                parts = [launch(engine.encode(qs[a:b], docs[a:b])) for a, b in itertools.pairwise(bounds)]
+                got = torch.cat(parts).cpu().numpy()
+                pipelined[k].append(time.perf_counter() - t)
+                worst = max(worst, float(np.abs(got - reference).max()))
+            sync()
+            t = time.perf_counter()
+            ranked = reranker.rank(q, docs, top_k=len(docs), sort=False)
+            sync()
+            rows["rank"].append(time.perf_counter() - t)
+            by_index = np.array([r.score for r in sorted(ranked, key=lambda r: r.index)], dtype=np.float32)
+            worst = max(worst, float(np.abs(by_index - reference).max()))
+            if eager:
+                distance = float(np.abs(by_index - eager[len(rows["rank"]) - 1]).max())
+                report["compiled_vs_eager_max_abs"] = max(report.get("compiled_vs_eager_max_abs", 0.0), distance)
+    report["cold_ms"] = {k: 1e3 * statistics.median(v) for k, v in rows.items()}
+    report["cold_ms"].update({f"pipelined {k}": 1e3 * statistics.median(v) for k, v in pipelined.items()})
+    report["cold_max_abs_diff"] = worst
+
+    # Throughput: one score_pairs call over every pair, per chunk size, and padded.
+    pq = [q for q, d in zip(work["throughput"]["queries"], work["throughput"]["documents"]) for _ in d]
+    pd = [x for d in work["throughput"]["documents"] for x in d]
+    encoded = engine.encode(pq, pd)
+    tokens = encoded.num_real_tokens
+    config = json.loads((model / "config.json").read_text())
+    flops = bench_gpu.useful_flops(config, [len(s) for s in encoded.input_ids])
+    peak = 989e12
+    sweep: list[dict[str, Any]] = []
+    reference_scores: np.ndarray | None = None
+    variants: list[tuple[str, int, Any]] = [(f"packed {n}", int(n), None) for n in args.chunk_tokens.split(",")]
+    if not args.compile:
+        padded = MxbaiRerankV2(str(model), device=str(device), backend="torch")
+        variants.append(("padded torch (default budget)", padded.engine.max_batch_tokens, padded))
+    for label, budget, other in variants:
+        target = other.engine if other is not None else engine
+        target.score(encoded, max_batch_tokens=budget)  # warm-up at this size
+        times = []
+        for _ in range(2):
+            sync()
+            t = time.perf_counter()
+            got = target.score(encoded, max_batch_tokens=budget)
+            sync()
+            times.append(time.perf_counter() - t)
+        if reference_scores is None:
+            reference_scores = got
+        seconds = min(times)
+        sweep.append({"variant": label, "max_batch_tokens": budget, "seconds": seconds,
+                      "pairs_per_s": len(pd) / seconds, "tflops": flops / seconds / 1e12, "mfu": flops / seconds / peak,
+                      "max_abs_diff": float(np.abs(got - reference_scores).max()),
+                      "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})  # fmt: skip
+    report["throughput"] = {"pairs": len(pd), "tokens": tokens, "useful_tflop": flops / 1e12, "sweep": sweep}
+
+    lines = [f"{report.get('gpu', device)} {report['dtype']} kernel={report['kernel']} packs={report['packs']}", "",
+             "| cold top-100 (median) | ms |", "|---|---:|"]  # fmt: skip
+    lines += [f"| {k} | {v:.1f} |" for k, v in report["cold_ms"].items()]
+    lines += ["", f"throughput: {len(pd)} pairs, {tokens} tokens, {flops / 1e12:.1f} useful TFLOP", "",
+              "| variant | s | pairs/s | TFLOP/s | MFU | max abs diff |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {r['variant']} | {r['seconds']:.3f} | {r['pairs_per_s']:.0f} | {r['tflops']:.1f} "
+              f"| {100 * r['mfu']:.1f}% | {r['max_abs_diff']:.2g} |" for r in sweep]  # fmt: skip
+    report["table"] = "\n".join(lines)
+    out = Path(args.output or HERE / "results" / f"gpu_breakdown_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(report["table"])
+    for key in ("compile_s", "second_shape_s", "compiled_vs_eager_max_abs"):
+        if key in report:
+            print(f"{key}: {report[key]:.4g}")
+    print(f"cold: rank() vs packed launch max abs diff {worst:.2g}\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
