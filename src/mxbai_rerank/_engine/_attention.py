@@ -14,7 +14,8 @@ routes every attention layer through :func:`packed_attention_forward`, which
 * runs a varlen kernel when the call is packed (``cu_seq_lens_q`` in its keywords, or inside
   :func:`packed_call`): ``flash_attn.flash_attn_varlen_func`` when that package is installed,
   else ``torch.nn.attention.varlen.varlen_attn`` (CUDA, fp16/bf16), else
-  :func:`reference_varlen_attention` (causal SDPA per segment: CPUs, float32, old GPUs);
+  :func:`reference_varlen_attention` (causal attention written out per segment: CPUs, float32,
+  old GPUs);
 * hands every other call (padded batches, a prefix cache) to transformers' own SDPA function,
   with SDPA's masks (the same mask function is registered under the same name), so the model
   still scores padded batches and runs its model-level ``forward`` exactly as with ``"sdpa"``.
@@ -39,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "PACKED_ATTENTION",
@@ -89,30 +89,55 @@ def packed_call(cu_seqlens: torch.Tensor, cu_host: Sequence[int], max_length: in
         _CURRENT.reset(token)
 
 
+# Query rows per block in the reference attention: bounds its (heads, block, L) logits.
+_REFERENCE_BLOCK = 256
+
+
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention of one sequence, written out in float32: (H, L, D) x3 -> (H, L, D).
+
+    Query rows go in blocks, so the logits are (H, block, L) at most, not (H, L, L). Not
+    ``F.scaled_dot_product_attention``: on CPUs (torch 2.13) its first call after calls of other
+    shapes sometimes returned wrong rows (errors up to 1e-3, nondeterministic), and this path is
+    the reference the GPU kernels are checked against.
+    """
+    length = q.shape[1]
+    q, k, v = q.float(), k.float(), v.float()
+    out = torch.empty_like(q)
+    positions = torch.arange(length, device=q.device)
+    for start in range(0, length, _REFERENCE_BLOCK):
+        end = min(start + _REFERENCE_BLOCK, length)
+        logits = (q[:, start:end] @ k[:, :end].transpose(1, 2)) * scale  # (H, block, end)
+        future = positions[None, :end] > positions[start:end, None]  # (block, end): keys after the query
+        out[:, start:end] = logits.masked_fill(future, float("-inf")).softmax(-1) @ v[:, :end]
+    return out
+
+
 def reference_varlen_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_host: Sequence[int], scale: float | None = None
 ) -> torch.Tensor:
-    """Causal attention within each segment, one SDPA call per segment (any device and dtype).
+    """Causal attention within each segment, written out per segment (any device and dtype).
 
     ``query``: (T, Hq, D); ``key``, ``value``: (T, Hkv, D) with Hq a multiple of Hkv (grouped
-    queries); segment b spans ``cu_host[b]:cu_host[b + 1]``. Returns (T, Hq, D).
+    queries); segment b spans ``cu_host[b]:cu_host[b + 1]``. Returns (T, Hq, D) in the input
+    dtype, computed in float32.
     """
-    total, heads, _ = query.shape
+    total, heads, dim = query.shape
     if cu_host[0] != 0 or cu_host[-1] != total:
         raise ValueError(f"cu_seqlens {list(cu_host)[:4]}... do not span the {total} packed tokens")
     groups = heads // key.shape[1]
+    scale = dim**-0.5 if scale is None else scale
     out = torch.empty_like(query)
     for start, end in itertools.pairwise(cu_host):
         if end <= start:
             continue
-        q = query[start:end].transpose(0, 1).unsqueeze(0)  # (1, Hq, L, D)
-        k = key[start:end].transpose(0, 1).unsqueeze(0)  # (1, Hkv, L, D)
-        v = value[start:end].transpose(0, 1).unsqueeze(0)
+        q = query[start:end].transpose(0, 1)  # (Hq, L, D)
+        k = key[start:end].transpose(0, 1)  # (Hkv, L, D)
+        v = value[start:end].transpose(0, 1)
         if groups > 1:  # head h uses key/value head h // groups, as transformers' repeat_kv
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)  # (1, Hq, L, D)
-        out[start:end] = o[0].transpose(0, 1)
+            k = k.repeat_interleave(groups, dim=0)
+            v = v.repeat_interleave(groups, dim=0)
+        out[start:end] = _causal_attention(q, k, v, scale).transpose(0, 1).to(out.dtype)
     return out
 
 
@@ -248,6 +273,7 @@ def varlen_attention(
     return reference_varlen_attention(query, key, value, cu_host, scale)
 
 
+@torch.compiler.disable  # compiled layers call it eagerly: it reads a ContextVar and host offsets
 def packed_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
