@@ -304,3 +304,26 @@ def test_v1_falls_back_to_padded(v1_reranker: MxbaiRerankV1) -> None:
     want = v1_reranker.score_encoded(v1_reranker.encode_pairs(queries, docs))  # raw, as run() returns
     assert np.abs(got - want).max() <= TOL
     assert not any(math.isnan(x) for x in got)
+
+
+# -- compile=True ------------------------------------------------------------------------------
+
+
+def test_compiled_layers_score_as_eager(v2_model_dir: Path, v2_reranker: MxbaiRerankV2) -> None:
+    """compile=True compiles every decoder layer at load; scores of new lengths equal eager ones."""
+    compiled = MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend="packed", compile=True)
+    engine = compiled.engine
+    assert engine.compiled
+    assert all(layer._compiled_call_impl is not None for layer in engine.head.backbone.layers)
+    rng = random.Random(3)
+    for lengths in ((2, 30, 7, 90), (11, 1, 250)):  # lengths the load-time warm-up never saw
+        docs = [_text(rng, n) for n in lengths]
+        queries = ["how do I read csv files?"] * (len(docs) - 1) + ["zip"]
+        _assert_close(compiled.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+
+
+def test_compile_needs_the_packed_path(v2_model_dir: Path, v1_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="the 'torch' backend cannot compile"):
+        MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend="torch", compile=True)
+    with pytest.raises(ValueError, match=r"compile=True needs packed scoring.*cannot pack"):
+        MxbaiRerankV1(str(v1_model_dir), device="cpu", backend="packed", compile=True)

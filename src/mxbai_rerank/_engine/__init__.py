@@ -59,7 +59,8 @@ class ScoringEngine:
     tokenizer, never used by the engine), ``tokenizers`` (the engine's private pool),
     ``encoder``, ``head``, ``backend``, ``family``, ``spec`` (the known model, if any),
     ``max_batch_tokens`` and ``max_padding`` (for the device the model is on now),
-    ``pad_token_id``.
+    ``pad_token_id``, ``compiled`` (``compile=True``: the backend compiled the model at load,
+    see :meth:`~._packed.PackedBackend.compile`).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class ScoringEngine:
         template_overrides: dict[str, Any] | None = None,
         backend: str | Backend | None = None,
         max_batch_tokens: int | None = None,
+        compile: bool = False,
         **kwargs: Any,
     ) -> None:
         import transformers
@@ -150,6 +152,15 @@ class ScoringEngine:
         self.pad_token_id = _pad_id(tokenizer)
         self._forward_lock = threading.Lock()
         self.backend.prepare(self)
+        self.compiled = False
+        if compile:
+            compile_hook = getattr(self.backend, "compile", None)
+            if compile_hook is None:
+                raise ValueError(
+                    f"compile=True: the {self.backend.name!r} backend cannot compile; use backend='packed'"
+                )
+            compile_hook(self)
+            self.compiled = True
         logger.info(
             "loaded %s (%s) on %s in %s with the %s backend (%s attention)",
             self.model_id,
