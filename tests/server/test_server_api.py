@@ -590,3 +590,20 @@ def test_readme_serving_examples_run_as_written(server: ServerProcess, v2_rerank
         code = code.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("localhost:8000", f"127.0.0.1:{port}")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, (code, done.stderr)
+
+
+def test_compiled_packed_server_scores_as_the_library(v2_model_dir: Path, v2_reranker: Any) -> None:
+    """serve --backend packed --compile: compiled at startup (health answers only after), same scores."""
+    proc = start_server(v2_model_dir, "--backend", "packed", "--compile", "--log-level", "info")
+    try:
+        with httpx.Client(base_url=proc.base_url, timeout=60) as c:
+            for docs in (DOCS, [d + " " + d for d in DOCS[:3]]):  # two new shapes after the warm-up
+                response = c.post("/rerank", json={"query": QUERY, "texts": docs, "raw_scores": True})
+                assert response.status_code == 200, response.text
+                assert_same_ranking(
+                    [(r["index"], r["score"]) for r in response.json()],
+                    _expected(v2_reranker, QUERY, docs, normalize=False),
+                )
+    finally:
+        proc.stop()
+    assert "decoder layers compiled" in proc.log()

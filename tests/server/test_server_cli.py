@@ -22,6 +22,7 @@ OPTIONS = {
     "--header-timeout": "MXBAI_RERANK_HEADER_TIMEOUT",
     "--body-timeout": "MXBAI_RERANK_BODY_TIMEOUT",
     "--graceful-shutdown-timeout": "MXBAI_RERANK_GRACEFUL_SHUTDOWN_TIMEOUT",
+    "--compile": "MXBAI_RERANK_COMPILE",
 }
 
 

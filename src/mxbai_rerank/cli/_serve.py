@@ -35,6 +35,15 @@ Endpoints: POST /v1/reranking (Mixedbread), /v2/rerank and /v1/rerank (Cohere, J
 
 @click.command("serve", cls=OneLineErrorCommand, epilog=_EPILOG, context_settings={"show_default": True})
 @model_options(family=True, backend=True, env_prefix=_ENV, model_required=True)
+@click.option(
+    "--compile/--no-compile",
+    "compile_model",
+    default=False,
+    envvar=f"{_ENV}COMPILE",
+    show_envvar=True,
+    help="torch.compile the model's layers at startup (packed backend: CUDA with a varlen kernel, or "
+    "--backend packed); about 13 s once on a GPU, then ~25% less GPU time per request.",
+)
 @click.option("--host", default="127.0.0.1", envvar=f"{_ENV}HOST", show_envvar=True, help="Address to bind.")
 @click.option(
     "--port",
@@ -138,6 +147,7 @@ def serve(
     max_batch_tokens: int | None,
     family: str,
     backend: str | None,
+    compile_model: bool,
     host: str,
     port: int,
     api_key: str | None,
@@ -171,6 +181,7 @@ def serve(
         max_batch_tokens=max_batch_tokens,
         family=family,
         backend=backend,
+        **({"compile": True} if compile_model else {}),
     )
     settings = ServerSettings(
         model_name=model,
