@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,26 +113,36 @@ def test_score_equals_logit_difference_of_the_full_model(v2_reranker: MxbaiReran
         assert score == pytest.approx(float(logits[v2_reranker.yes_loc] - logits[v2_reranker.no_loc]), abs=1e-4)
 
 
-def test_concurrent_rank_calls_from_threads(v2_reranker: MxbaiRerankV2) -> None:
-    queries = [f"{QUERY} ({i})" for i in range(8)]
-    expected = {q: [(r.index, round(r.score, 4)) for r in v2_reranker.rank(q, DOCS)] for q in queries}
-    got: dict[str, list[tuple[int, float]]] = {}
+def _in_threads(work: Callable[[str], Any], keys: list[str]) -> dict[str, Any]:
+    """``work(key)`` for every key, each in its own thread at once; the results, or the first error."""
+    got: dict[str, Any] = {}
     errors: list[BaseException] = []
 
-    def work(q: str) -> None:
+    def run(key: str) -> None:
         try:
-            for _ in range(3):
-                got[q] = [(r.index, round(r.score, 4)) for r in v2_reranker.rank(q, DOCS, batch_size=2)]
+            got[key] = work(key)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(q,)) for q in queries]
+    threads = [threading.Thread(target=run, args=(key,)) for key in keys]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert got == expected
+    return got
+
+
+def test_concurrent_rank_calls_from_threads(v2_reranker: MxbaiRerankV2) -> None:
+    queries = [f"{QUERY} ({i})" for i in range(8)]
+    expected = {q: [(r.index, round(r.score, 4)) for r in v2_reranker.rank(q, DOCS)] for q in queries}
+
+    def work(q: str) -> list[tuple[int, float]]:
+        for _ in range(3):
+            ranked = [(r.index, round(r.score, 4)) for r in v2_reranker.rank(q, DOCS, batch_size=2)]
+        return ranked
+
+    assert _in_threads(work, queries) == expected
 
 
 def test_bfloat16_is_close_to_float32(v2_model_dir: Path, v2_reranker: MxbaiRerankV2) -> None:
@@ -198,20 +210,6 @@ def test_concurrent_long_rank_calls_match_sequential(v2_reranker: MxbaiRerankV2)
     docs = _varied_texts(48)
     queries = [f"{QUERY} ({i})" for i in range(4)]
     expected = {q: v2_reranker.score_pairs([q] * len(docs), docs).tolist() for q in queries}
-    got: dict[str, list[float]] = {}
-    errors: list[BaseException] = []
-
-    def work(q: str) -> None:
-        try:
-            got[q] = v2_reranker.score_pairs([q] * len(docs), docs).tolist()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(q,)) for q in queries]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    got = _in_threads(lambda q: v2_reranker.score_pairs([q] * len(docs), docs).tolist(), queries)
     for q in queries:
         np.testing.assert_allclose(got[q], expected[q], atol=1e-5)
