@@ -19,6 +19,7 @@ transformers < 5; ``--upstream-path`` is put on its PYTHONPATH, e.g. the GPU kit
 
     .venv/bin/python benchmarks/bench_gpu.py                     # base shape, on the GPU
     .venv/bin/python benchmarks/bench_gpu.py --shape large --upstream-python .venv-upstream/bin/python
+    .venv/bin/python benchmarks/bench_gpu.py --backends torch,packed+compile   # + padded and compiled rows
     .venv/bin/python benchmarks/bench_gpu.py --shape tiny        # CPU smoke run: a few docs, seconds
 
 On a GPU machine without the dev virtualenv: ``PYTHONPATH=src python3 benchmarks/bench_gpu.py
@@ -81,7 +82,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("dtype"):
         kwargs["torch_dtype"] = getattr(torch, spec["dtype"])
     if spec.get("backend"):
-        kwargs["backend"] = spec["backend"]
+        # "packed+compile": the packed backend with compile=True (its load_s includes compiling).
+        backend, _, option = spec["backend"].partition("+")
+        kwargs["backend"] = backend
+        if option == "compile":
+            kwargs["compile"] = True
+        elif option:
+            raise ValueError(f"unknown backend option {option!r} in {spec['backend']!r}; known: compile")
     out: dict[str, Any] = {"version": getattr(mxbai_rerank, "__version__", "0.1.6")}
     t0 = time.perf_counter()
     reranker = MxbaiRerankV2(spec["model"], **kwargs)
@@ -256,8 +263,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default="bfloat16", help="dtype of the timed rows (default bfloat16)")
     parser.add_argument("--backend", default="packed", help="backend checked against padded 'torch' (agreement)")
-    parser.add_argument("--backends", default=None, help="backends timed beside the default, comma-separated "
-                        "(default: torch on CUDA, packed elsewhere)")  # fmt: skip
+    parser.add_argument("--backends", default=None, help="backends timed beside the default, comma-separated; "
+                        "packed+compile adds compile=True (default: torch on CUDA, packed elsewhere)")  # fmt: skip
     parser.add_argument("--upstream-python", default=None, help="interpreter with upstream mxbai-rerank 0.1.6")
     parser.add_argument("--upstream-path", default=None, help="PYTHONPATH for upstream (e.g. /tmp/up)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense TFLOP/s for MFU")
