@@ -150,10 +150,10 @@ class PackedBackend:
         Measured on an H200 (base shape, bf16; an experiment that still traced the attention):
         device time of a cold top-100 query 57.7 -> 41.8 ms, throughput 28.9% -> 37.4% of bf16
         peak, for about 13 s of compiling once at load; later calls of new lengths reuse the
-        graphs (``dynamic=True``). The packed attention
-        runs eagerly between the compiled parts (``torch.compiler.disable``), so the graphs
-        never depend on the packed offsets. Raises ``ValueError`` where calls would not run
-        packed (nothing to gain, and the padded path's masks and caches would recompile).
+        graphs (``dynamic=True``). The packed attention runs eagerly between the compiled parts
+        (``torch.compiler.disable``), so the graphs never depend on the packed offsets. Raises
+        ``ValueError`` where calls would not run packed (nothing to gain, and the padded path's
+        masks and caches would recompile).
         """
         reason = _cannot_pack(engine) or (None if self.packs(engine) else "no varlen kernel serves this device")
         if reason is not None:
