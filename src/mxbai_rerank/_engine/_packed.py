@@ -155,8 +155,8 @@ class PackedBackend:
         ``ValueError`` where calls would not run packed (nothing to gain, and the padded path's
         masks and caches would recompile).
         """
-        reason = _cannot_pack(engine) or (None if self.packs(engine) else "no varlen kernel serves this device")
-        if reason is not None:
+        if not self.packs(engine):
+            reason = _cannot_pack(engine) or "no varlen kernel serves this device"
             raise ValueError(f"compile=True needs packed scoring (backend='packed'), and {reason}")
         layers = getattr(getattr(engine.head, "backbone", None), "layers", None)
         if not layers:
@@ -191,6 +191,23 @@ class PackedBackend:
             return self._padded.run(
                 engine, encoded, max_batch_tokens=max_batch_tokens, batch_size=batch_size, show_progress=show_progress
             )
+        scores = self.launch(
+            engine, encoded, max_batch_tokens=max_batch_tokens, batch_size=batch_size, show_progress=show_progress
+        )
+        return scores.cpu().numpy()  # the one synchronisation of the call
+
+    def launch(
+        self,
+        engine: ScoringEngine,
+        encoded: EncodedPairs,
+        *,
+        max_batch_tokens: int,
+        batch_size: int,
+        show_progress: bool = False,
+    ) -> torch.Tensor:
+        """Enqueue the packed forward passes of ``encoded``: (N,) float32 scores on the model's
+        device, in input order, not waited for. The caller holds inference mode (and, in the
+        engine, the forward lock); :meth:`run` adds the one copy to the host."""
         device = engine.device
         sequences = encoded.input_ids
         chunks = plan_chunks([len(s) for s in sequences], max_tokens=max_batch_tokens, max_sequences=batch_size)
@@ -208,7 +225,7 @@ class PackedBackend:
                     "sequences would attend to each other; use backend='torch' for this model"
                 )
             scores[chunk.rows] = out  # (B,)
-        return scores.cpu().numpy()  # the one synchronisation of the call
+        return scores
 
 
 def _cannot_pack(engine: ScoringEngine) -> str | None:
