@@ -43,17 +43,18 @@ def _dynamic(per_channel: bool = False, float_down: bool = False) -> Callable[[P
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        model = onnx.load(str(source), load_external_data=False)
-        weights = {i.name: i for i in model.graph.initializer}
-        # The down projection is the MatMul whose weight has intermediate_size input rows.
-        rows = config["intermediate_size"]
-        down = [
-            n.name
-            for n in model.graph.node
-            if n.op_type == "MatMul" and n.input[1] in weights and weights[n.input[1]].dims[0] == rows
-        ]
+        down: list[str] = []
+        if float_down:  # the down projection: the MatMul whose weight has intermediate_size rows
+            model = onnx.load(str(source), load_external_data=False)
+            weights = {i.name: i for i in model.graph.initializer}
+            rows = config["intermediate_size"]
+            down = [
+                n.name
+                for n in model.graph.node
+                if n.op_type == "MatMul" and n.input[1] in weights and weights[n.input[1]].dims[0] == rows
+            ]
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
-                         per_channel=per_channel, nodes_to_exclude=down if float_down else [],
+                         per_channel=per_channel, nodes_to_exclude=down,
                          extra_options={"MatMulConstBOnly": True})  # fmt: skip
 
     return make

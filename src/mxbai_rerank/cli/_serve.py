@@ -181,7 +181,7 @@ def serve(
         max_batch_tokens=max_batch_tokens,
         family=family,
         backend=backend,
-        **({"compile": True} if compile_model else {}),
+        compile=compile_model,
     )
     settings = ServerSettings(
         model_name=model,
