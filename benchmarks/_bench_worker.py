@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--check-indices", default="", help="comma-separated documents to score before timing")
-    parser.add_argument("--backend", default=None, help="this package only: an engine backend (int8, onnx, torch-int8)")
+    parser.add_argument("--backend", default=None, help="this package only: a backend (int8, onnx-int8, torch-ao-int8)")
     parser.add_argument("--prepare-onnx", default=None, metavar="DIR", help="only convert --model to an int8 ONNX DIR")
     parser.add_argument("--gate", default=None, metavar="Q,D", help="only score Q queries x D passages and nDCG@10")
     args = parser.parse_args()
@@ -129,10 +129,10 @@ def main() -> None:
         kwargs["torch_dtype"] = getattr(torch, args.torch_dtype)
     if args.device:
         kwargs["device"] = args.device
-    if args.backend == "torch-int8":
-        from mxbai_rerank._engine._int8 import TorchInt8Backend
+    if args.backend == "torch-ao-int8":
+        from mxbai_rerank._engine._int8 import TorchAoInt8Backend
 
-        kwargs["backend"] = TorchInt8Backend()
+        kwargs["backend"] = TorchAoInt8Backend()
     elif args.backend:
         kwargs["backend"] = args.backend
     t0 = time.perf_counter()

@@ -9,12 +9,14 @@ needs transformers < 5), so peak resident memory is measured the same way for bo
     .venv-upstream/bin/pip install torch==2.13.0 "transformers>=4.56,<5" mxbai-rerank==0.1.6
     .venv/bin/python benchmarks/bench_core.py   # prints a table, writes results/core_<device>_<shape>_<docs>x<len>.json
 
-Extra rows of this package: ``--backends int8`` (default) adds the int8 backend (ONNX Runtime,
-dynamically quantized graph). Its graph is prepared first, in its own process, by
+Extra rows of this package: ``--backends int8,onnx-int8`` (default) adds the ``int8`` backend
+(PyTorch, per-token int8 matrix products) and the ``onnx-int8`` backend (ONNX Runtime,
+dynamically quantized graph). The ONNX graph is prepared first, in its own process, by
 ``mxbai-rerank convert --to onnx --quantize int8`` into the cache (time and peak RSS of that
 one-time step are recorded as ``prepare``; an existing folder is reused), and the timed process
-loads that graph, never the torch model. ``--backends int8,torch-int8`` also measures PyTorch's
-dynamic int8 quantization (slow; float32 load). ``--backends ''``: no extra rows.
+loads that graph, never the torch model. ``torch-ao-int8`` measures ``torch.ao``'s dynamic int8
+quantization (slow; float32 load). A row may name its dtype: ``int8@float32``. ``--backends ''``:
+no extra rows.
 
 Quality gate of every extra row against float32 (``--gate Q,D``, default ``10,100``; ``''`` to
 skip): Q generated queries x D mixed passages, Kendall's tau of each query's scores >= 0.95 and
@@ -69,6 +71,15 @@ QUERY = "How do I read and write CSV files and parse command line arguments in P
 UPSTREAM = "upstream 0.1.6 (defaults)"
 DEFAULTS = "mxbai-rerank (defaults)"
 FLOAT32 = "mxbai-rerank (float32)"
+# Extra rows (--backends): engine backends, each optionally run in a given dtype (int8@float32).
+EXTRA_BACKENDS = ("int8", "onnx-int8", "torch-ao-int8")
+DTYPES = ("", "float32", "bfloat16")
+
+
+def backend_args(row: str) -> list[str]:
+    """Worker arguments of an extra row: ``int8`` -> --backend int8; ``int8@float32`` adds --torch-dtype."""
+    backend, _, dtype = row.partition("@")
+    return ["--backend", backend] + (["--torch-dtype", dtype] if dtype else [])
 
 
 def passages(model_dir: Path, docs: int, long_tokens: int) -> list[str]:
@@ -199,7 +210,7 @@ def quality_gate(model: Path, data: Path, targets: dict[str, Path], spec: str) -
     spread = [max(s) - min(s) for s in reference["gate_scores"]]
     out: dict[str, Any] = {"float32_ndcg@10": reference["ndcg@10"], "float32_score_range": spread}
     for backend, target in targets.items():
-        got = run(sys.executable, target, data, 0, ["--backend", backend, "--gate", spec])
+        got = run(sys.executable, target, data, 0, [*backend_args(backend), "--gate", spec])
         agreement = ranking_agreement(reference["gate_scores"], got["gate_scores"], top_k=10)
         queries = len(agreement.taus)
         ndcg_diff = abs(got["ndcg@10"] - reference["ndcg@10"])
@@ -228,12 +239,16 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed float32 score difference")
     parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--output", default=None)
-    parser.add_argument("--backends", default="int8", help="extra rows: int8, torch-int8 (comma-separated)")
+    parser.add_argument(
+        "--backends",
+        default="int8,onnx-int8",
+        help="extra rows, comma-separated: int8, onnx-int8, torch-ao-int8, each optionally @float32 or @bfloat16",
+    )
     parser.add_argument("--gate", default="10,100", help="quality gate of the extra rows: Q,D ('' to skip)")
     args = parser.parse_args()
     extra = [b for b in args.backends.split(",") if b]
-    if any(b not in ("int8", "torch-int8") for b in extra):
-        parser.error(f"--backends: choose from int8, torch-int8, got {args.backends!r}")
+    if any(b.partition("@")[0] not in EXTRA_BACKENDS or b.partition("@")[2] not in DTYPES for b in extra):
+        parser.error(f"--backends: choose from {', '.join(EXTRA_BACKENDS)}, @dtype optional: {args.backends!r}")
     if args.check_docs < 1:
         parser.error("--check-docs must be at least 1: the comparison is only meaningful on the same model")
 
@@ -258,7 +273,7 @@ def main() -> None:
     prepare: dict[str, Any] = {}
     for backend in extra:
         target = model
-        if backend == "int8":
+        if backend == "onnx-int8":
             target = Path(args.cache) / f"{model.name}-onnx-int8"
             if not (target / "mxbai_rerank_onnx.json").is_file():
                 prepare = run(sys.executable, model, data, 0, ["--prepare-onnx", str(target)])
@@ -266,9 +281,8 @@ def main() -> None:
             else:
                 prepare = {"reused": str(target)}
         targets[backend] = target
-        rows.append(
-            (f"mxbai-rerank ({backend})", run(sys.executable, target, data, args.repeats, ["--backend", backend]))
-        )
+        timed = run(sys.executable, target, data, args.repeats, backend_args(backend))
+        rows.append((f"mxbai-rerank ({backend})", timed))
     agreement |= timed_agreement(dict(rows), args.tolerance)
     gate = quality_gate(model, data, targets, args.gate) if args.gate and extra else {}
 

@@ -161,3 +161,16 @@ def test_entry_point_help_and_error_without_traceback(tmp_path: Path) -> None:
     assert failed.stdout == ""
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("Error: ")
     assert "--top-k" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_backend_int8_ranks_with_the_int8_library_scores(tmp_path: Path, v2_model_dir: Path) -> None:
+    from mxbai_rerank import load
+
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(DOCS) + "\n")
+    result = invoke([*model_args(v2_model_dir), "-q", QUERY, "--backend", "int8", "--input-format", "text", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = load(str(v2_model_dir), backend="int8", torch_dtype="float32").rank(QUERY, DOCS)
+    assert [row["index"] for row in rows] == [r.index for r in expected]
+    assert [row["score"] for row in rows] == pytest.approx([r.score for r in expected], abs=1e-5)

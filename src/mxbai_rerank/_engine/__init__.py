@@ -111,7 +111,7 @@ class ScoringEngine:
         if load_head is None and onnx_folder:
             raise ModelLoadError(
                 f"{self.model_id!r} holds an ONNX graph (mxbai-rerank convert --to onnx), not torch weights: "
-                "load it with backend='onnx' or 'int8' (or no backend)"
+                "load it with backend='onnx' or 'onnx-int8' (or no backend)"
             )
         self.template_overrides = dict(template_overrides or {})
         model: Any = None

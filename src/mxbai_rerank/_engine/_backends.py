@@ -243,7 +243,8 @@ BACKENDS: dict[str, str] = {
     "torch": "_backends:PaddedBackend",
     "packed": "_packed:PackedBackend",  # varlen-packed sequences, no padding (GPU path)
     "onnx": "_onnx:OnnxBackend",  # an exported ONNX graph through ONNX Runtime
-    "int8": "_int8:Int8Backend",  # int8 CPU inference
+    "int8": "_int8:Int8Backend",  # per-token int8 matrix products on the CPU (PyTorch, oneDNN)
+    "onnx-int8": "_int8:OnnxInt8Backend",  # an int8-quantized ONNX graph through ONNX Runtime
 }
 
 

@@ -1,24 +1,47 @@
-"""The ``int8`` backend: int8 CPU inference through ONNX Runtime's dynamic quantization.
+"""int8 CPU backends: ``int8`` (PyTorch, per-token W8A8) and ``onnx-int8`` (ONNX Runtime).
 
-Weights of every MatMul and the embedding table are int8; activations are quantized per call
-(``DynamicQuantizeLinear``/``MatMulInteger``, VNNI/AMX-INT8 kernels where the CPU has them).
-The graph is the one ``mxbai-rerank convert --to onnx --quantize int8`` writes: a folder
-written by that command is loaded as it is, any other checkpoint is exported and quantized
-once into the cache (see :mod:`._onnx`). The serving process never holds the float32 torch
-model when the graph exists.
+``int8`` (:class:`Int8Backend`) keeps the default backend's batching and shared-prefix reuse and
+swaps the matrix products of the transformer blocks for int8 ones (oneDNN's ``qlinear``, with
+VNNI / AMX-INT8 kernels where the CPU has them). Each ``nn.Linear`` of block 1 onwards becomes
+an :class:`Int8Linear`:
 
-Why ONNX Runtime and not PyTorch's own int8 path: both were measured on the 0.5B v2 shape
-(8 passages, 2 cores of an AMX Xeon): ``torch.ao.quantization.quantize_dynamic`` on the
-``nn.Linear`` layers took 38.7 s, ONNX Runtime's dynamically quantized, ORT-fused graph about
-4 s (and the bf16 torch default 1.75 s). :class:`TorchInt8Backend` keeps the PyTorch variant
-runnable for that comparison (``backend=TorchInt8Backend()``); it is not registered by name.
+* weights: int8 per output channel, symmetric, ``w_scale[n] = max_k |W[n, k]| / 127``, prepacked
+  once for oneDNN;
+* activations: int8 per token (per row), at run time, ``x_scale[m] = max_k |x[m, k]| / 127``;
+* ``y[m, n] = x_scale[m] * w_scale[n] * sum_k qx[m, k] * qw[n, k]``, summed exactly in int32.
+
+Why per token: one row's quantization never depends on the other rows of its batch, so a
+pair's score does not change with what it is batched with (ONNX Runtime's dynamic quantization
+scales a whole activation tensor at once: one long or unusual row coarsens every other row), and
+the error stays at a row's own resolution. That is what keeps the ranking (the quality table in
+the README). oneDNN only takes one activation scale per call, so the per-row scale is applied
+after the int32 product; both steps around the product are fused by ``torch.compile`` (one
+pass to quantize, one to rescale).
+
+The first block stays in the engine's dtype: measured on the fixtures it holds most of the
+ranking error (the embeddings' outliers enter there), and it is 1/24 of the 0.5B model's work.
+Embeddings, norms, attention and the score head also stay in that dtype (bf16 where the CPU has
+native bf16, else float32).
+
+``onnx-int8`` (:class:`OnnxInt8Backend`) runs the graph that ``mxbai-rerank convert --to onnx
+--quantize int8`` writes (int8 weights, activations quantized per tensor): a folder written by
+that command is loaded as it is, any other checkpoint is exported and quantized once into the
+cache (see :mod:`._onnx`); the serving process never holds the torch model when the graph exists.
+
+:class:`TorchAoInt8Backend` keeps ``torch.ao``'s dynamic quantization runnable for comparison
+(``backend=TorchAoInt8Backend()``, not registered by name): on the 0.5B shape it was about ten
+times slower than either.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from torch import nn
 
 from ._backends import PaddedBackend
 from ._onnx import OnnxBackend
@@ -27,25 +50,277 @@ if TYPE_CHECKING:
     from ..families import RerankerFamily
     from . import ScoringEngine
 
-__all__ = ["Int8Backend", "TorchInt8Backend"]
+__all__ = ["Int8Backend", "Int8GatedMLP", "Int8Linear", "OnnxInt8Backend", "TorchAoInt8Backend", "quantize_blocks"]
+
+logger = logging.getLogger(__name__)
+
+_QMAX = 127.0
 
 
-class Int8Backend(OnnxBackend):
-    """ONNX Runtime with an int8 dynamically quantized graph, on the CPU."""
+@torch.library.custom_op("mxbai_rerank::int8_matmul", mutates_args=())
+def _int8_matmul(
+    qx: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, w_zero: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """(M, K) int8 x prepacked (K -> N) int8 weight -> (M, N) ``w_scale[n] * sum_k qx * qw`` in ``out_dtype``.
+
+    Opaque to ``torch.compile`` (a custom op), so inductor fuses the steps around it and calls
+    oneDNN for the product itself."""
+    return torch.ops.onednn.qlinear_pointwise(
+        qx, 1.0, 0, packed, w_scale, w_zero, None, 1.0, 0, out_dtype, "none", [], ""
+    )
+
+
+@_int8_matmul.register_fake
+def _(
+    qx: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, w_zero: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    return qx.new_empty((qx.shape[0], w_scale.shape[0]), dtype=out_dtype)
+
+
+class _Weight:
+    """One int8 weight, ready for :func:`_int8_matmul` (see the module docstring)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        weight = weight.detach().float()  # (N, K)
+        self.scale = weight.abs().amax(dim=1).clamp_min(1e-12) / _QMAX  # (N,) float32
+        self.zero = torch.zeros_like(self.scale, dtype=torch.long)
+        # oneDNN's blocked layout: an opaque tensor that cannot be moved, saved or trained.
+        self.packed = torch.ops.onednn.qlinear_prepack(torch.round(weight / self.scale[:, None]).to(torch.int8), None)
+        self.out_features, self.in_features = weight.shape
+
+    def args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.packed, self.scale, self.zero
+
+
+def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, K) float -> (M, K) int8 and (M, 1) float32 scales; an all-zero row gets zeros."""
+    xf = x.float()
+    scale = xf.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / _QMAX
+    return torch.round(xf / scale).to(torch.int8), scale  # |xf / scale| <= 127 by construction
+
+
+def _linear_eager(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    w_scale: torch.Tensor,
+    w_zero: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """(M, K) -> (M, N) in x's dtype: ``x @ W.T + bias`` through per-row int8."""
+    qx, scale = _quantize_rows(x)
+    y = _int8_matmul(qx, packed, w_scale, w_zero, x.dtype).float() * scale
+    if bias is not None:
+        y = y + bias
+    return y.to(x.dtype)
+
+
+def _gated_mlp_eager(
+    x: torch.Tensor,
+    gate_up: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    down: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """(M, H) -> (M, H): ``down(silu(gate(x)) * up(x))`` with one int8 product for gate and up
+    (their weights stacked: (2I, H)), the activation fused with the next quantization."""
+    qx, scale = _quantize_rows(x)
+    gu = _int8_matmul(qx, *gate_up, x.dtype).float() * scale  # (M, 2I)
+    gate, up = gu.chunk(2, dim=-1)
+    qh, h_scale = _quantize_rows(torch.nn.functional.silu(gate) * up)  # (M, I)
+    return (_int8_matmul(qh, *down, x.dtype).float() * h_scale).to(x.dtype)
+
+
+def _rms_norm_eager(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen2's RMSNorm, step for step (float32 statistics, scaled in x's dtype)."""
+    xf = x.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+class _Kernels:
+    """The process-wide int8 functions: compiled once (dynamic shapes), or eager."""
+
+    linear: Callable[..., torch.Tensor] = _linear_eager
+    gated_mlp: Callable[..., torch.Tensor] = _gated_mlp_eager
+    rms_norm: Callable[..., torch.Tensor] = _rms_norm_eager
+    compiled: bool = False
+
+    @classmethod
+    def compile(cls) -> bool:
+        """Compile and warm up every variant; on failure stay eager, say why, and return False."""
+        if cls.compiled:
+            return True
+        linear = torch.compile(_linear_eager, dynamic=True)
+        gated_mlp = torch.compile(_gated_mlp_eager, dynamic=True)
+        rms_norm = torch.compile(_rms_norm_eager, dynamic=True)
+        weight, stacked = _Weight(torch.ones(8, 16)), _Weight(torch.ones(32, 16))
+        try:
+            # Two row counts each, so the first graphs are the dynamic ones every later call reuses.
+            for rows in (3, 5):
+                for dtype in (torch.float32, torch.bfloat16):
+                    x = torch.ones(rows, 16, dtype=dtype)
+                    for bias in (None, torch.zeros(8)):
+                        linear(x, *weight.args(), bias)
+                    gated_mlp(x, stacked.args(), _Weight(torch.ones(16, 16)).args())
+                    rms_norm(x, torch.ones(16, dtype=dtype), 1e-6)
+        except Exception as exc:  # inductor needs a C++ compiler; eager gives the same numbers, slower
+            logger.warning("int8: torch.compile failed (%s: %s); quantizing eagerly (slower)", type(exc).__name__, exc)
+            return False
+        cls.linear, cls.gated_mlp, cls.rms_norm, cls.compiled = linear, gated_mlp, rms_norm, True
+        return True
+
+
+class Int8Linear(nn.Module):
+    """An inference-only ``nn.Linear`` with int8 weights (per channel) and int8 activations (per token)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight8 = _Weight(linear.weight)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _Kernels.linear(x.reshape(-1, self.in_features), *self.weight8.args(), self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8GatedMLP(nn.Module):
+    """A SwiGLU MLP (``down(silu(gate(x)) * up(x))``, no biases: Qwen2's) in int8, gate and up in one product."""
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.gate_up = _Weight(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))  # (2I, H)
+        self.down = _Weight(mlp.down_proj.weight)  # (H, I)
+        self.hidden = mlp.down_proj.out_features
+
+    @staticmethod
+    def fits(module: nn.Module) -> bool:
+        parts = [getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+        return all(type(p) is nn.Linear and p.bias is None for p in parts) and type(
+            getattr(module, "act_fn", None)
+        ).__name__ in ("SiLU", "SiLUActivation")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _Kernels.gated_mlp(x.reshape(-1, self.hidden), self.gate_up.args(), self.down.args())
+        return y.reshape(x.shape)
+
+
+class FusedRMSNorm(nn.Module):
+    """Qwen2's RMSNorm as one fused kernel (the same arithmetic; compiled with the int8 kernels)."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.weight = norm.weight
+        self.eps = float(norm.variance_epsilon)
+
+    @staticmethod
+    def fits(module: nn.Module) -> bool:
+        return type(module).__name__ == "Qwen2RMSNorm" and hasattr(module, "variance_epsilon")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Kernels.rms_norm(x, self.weight, self.eps)
+
+
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a transformers model (decoder layers or encoder layers)."""
+    base = getattr(model, "base_model", model)
+    for path in ("layers", "encoder.layer", "model.layers"):
+        found: Any = base
+        for part in path.split("."):
+            found = getattr(found, part, None)
+        if isinstance(found, nn.ModuleList) and len(found):
+            return found
+    raise ValueError(f"int8: found no transformer blocks in {type(model).__name__}")
+
+
+def quantize_blocks(model: nn.Module, skip_first: int = 1) -> int:
+    """Replace every ``nn.Linear`` of the blocks after the first ``skip_first`` by :class:`Int8Linear`,
+    in place; returns how many were replaced. Layers outside the blocks (embeddings, the score
+    head, a classifier) are left as they are."""
+    replaced = 0
+    for block in list(_blocks(model))[skip_first:]:
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if FusedRMSNorm.fits(child):
+                    setattr(parent, name, FusedRMSNorm(child))
+                elif Int8GatedMLP.fits(child):
+                    setattr(parent, name, Int8GatedMLP(child))
+                    replaced += 3
+                elif type(child) is nn.Linear:
+                    setattr(parent, name, Int8Linear(child))
+                    replaced += 1
+    # The checkpoint's tensors may be views of one memory-mapped file, which stays mapped (and
+    # resident) while any of them lives: copy the ones kept, so the file and the float weights
+    # that were quantized are released.
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
+    gc.collect()
+    return replaced
+
+
+def _check_kernels() -> None:
+    """Raise ``ValueError`` unless this PyTorch has oneDNN's int8 linear kernels for this CPU."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
+        raise ValueError("the int8 backend needs PyTorch built with oneDNN (x86-64 CPUs); try backend='onnx-int8'")
+    try:
+        _linear_eager(torch.ones(1, 4), *_Weight(torch.ones(2, 4)).args(), None)
+    except RuntimeError as exc:
+        raise ValueError(f"the int8 backend cannot run oneDNN int8 kernels on this CPU: {exc}") from exc
+
+
+class Int8Backend(PaddedBackend):
+    """Per-token W8A8 int8 matrix products on the CPU (see the module docstring).
+
+    ``skip_first``: how many leading transformer blocks stay in the engine's dtype (default 1).
+    ``compile``: fuse the quantize and rescale steps with ``torch.compile`` (default; needs a
+    C++ compiler, falls back to eager with a warning).
+    """
 
     name = "int8"
+
+    def __init__(self, prefix: str = "auto", skip_first: int = 1, compile: bool = True) -> None:
+        super().__init__(prefix=prefix, buckets=False)
+        if skip_first < 0:
+            raise ValueError(f"skip_first must be >= 0, got {skip_first!r}")
+        self.skip_first = skip_first
+        self.compile_kernel = compile
+        self.quantized = 0
+
+    def prepare(self, engine: ScoringEngine) -> None:
+        if engine.device.type != "cpu":
+            raise ValueError(f"the {self.name} backend runs on the CPU, not on {engine.device}")
+        _check_kernels()
+        self.quantized = quantize_blocks(engine.model, self.skip_first)
+        if self.compile_kernel:
+            _Kernels.compile()
+        logger.info(
+            "%s: %d linear layers in int8 (per-token activations), first %d block(s) in %s, kernel %s",
+            engine.model_id,
+            self.quantized,
+            self.skip_first,
+            engine.dtype,
+            "compiled" if _Kernels.compiled else "eager",
+        )
+
+
+class OnnxInt8Backend(OnnxBackend):
+    """ONNX Runtime with an int8 dynamically quantized graph, on the CPU."""
+
+    name = "onnx-int8"
     quantize: ClassVar[str | None] = "int8"
 
 
-class TorchInt8Backend(PaddedBackend):
+class TorchAoInt8Backend(PaddedBackend):
     """PyTorch's dynamic int8 quantization of every ``nn.Linear`` (``torch.ao``), for comparison.
 
-    Loads the float32 model (about 2 GB for 0.5B parameters) and quantizes it in place; keeps
-    the default backend's batching and prefix reuse. Much slower than :class:`Int8Backend`
-    on the CPUs measured (see the module docstring).
+    Loads the float32 model and quantizes it in place (activations per tensor, fbgemm); keeps
+    the default backend's batching and prefix reuse. Much slower than :class:`Int8Backend` and
+    :class:`OnnxInt8Backend` on the CPUs measured.
     """
 
-    name = "torch-int8"
+    name = "torch-ao-int8"
 
     def model_kwargs(self, device: torch.device, dtype: torch.dtype, family: RerankerFamily) -> dict[str, Any]:
         # Dynamic quantization needs float32 weights, whatever dtype the engine would pick.

@@ -69,7 +69,7 @@ FAMILY_CHOICES = ("auto", *available_families())
 INPUT_FORMAT_CHOICES = ("auto", "text", "jsonl")
 # The engine's backends by name (``_engine._backends.BACKENDS``, which imports torch, so it is
 # listed here; a test keeps the two equal).
-BACKEND_CHOICES = ("int8", "onnx", "packed", "torch")
+BACKEND_CHOICES = ("int8", "onnx", "onnx-int8", "packed", "torch")
 # Seconds to wait for the Hugging Face hub to answer before calling it unreachable.
 HUB_CHECK_TIMEOUT_S = 3.0
 
@@ -456,7 +456,8 @@ def model_options(
                     type=click.Choice(BACKEND_CHOICES),
                     default=None,
                     help="How the model runs: torch (padded batches, prefix reuse), packed (varlen, GPUs), onnx "
-                    "(an exported graph in ONNX Runtime), int8 (int8-quantized graph on the CPU; exported and "
+                    "(an exported graph in ONNX Runtime), int8 (int8 matrix products in PyTorch on the CPU, "
+                    "per-token activation scales), onnx-int8 (an int8-quantized ONNX graph; exported and "
                     "cached once) [default: packed on CUDA where a varlen kernel runs, onnx for a folder written "
                     "by 'convert --to onnx', torch otherwise].",
                     **_envvar(env_prefix, "BACKEND"),

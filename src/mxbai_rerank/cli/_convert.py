@@ -22,7 +22,7 @@ with the prompt as chat_template.jinja, a sentence-transformers CrossEncoder con
 scores) and a README; the vLLM launch line is printed. mxbai-rerank loads the folder too.
 onnx (v1 and v2): model.onnx (or model_int8.onnx) with the score head inside: inputs input_ids
 and attention_mask (right padded), output one raw score per pair; load it with
-mxbai_rerank.load(DIR, backend="onnx") (or "int8" for a quantized graph).
+mxbai_rerank.load(DIR, backend="onnx") (or "onnx-int8" for a quantized graph).
 The output folder is written completely or not at all; an existing one needs --overwrite."""
 
 

@@ -15,7 +15,7 @@ activations quantized per call.
 
 A folder written here holds the graph, ``config.json`` (with the ``mxbai_rerank`` marker, so
 the family is known), the tokenizer files and :data:`MANIFEST`, which says which graph to run.
-``mxbai_rerank.load(folder)`` runs it through the ``onnx`` (or ``int8``) backend.
+``mxbai_rerank.load(folder)`` runs it through the ``onnx`` (or ``onnx-int8``) backend.
 """
 
 from __future__ import annotations
