@@ -35,8 +35,12 @@ times slower than either.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
+import mmap
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,6 +59,11 @@ __all__ = ["Int8Backend", "Int8GatedMLP", "Int8Linear", "OnnxInt8Backend", "Torc
 logger = logging.getLogger(__name__)
 
 _QMAX = 127.0
+
+# madvise(2), to release the pages of quantized float weights (Linux only; see _release_pages).
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = 4
 
 
 @torch.library.custom_op("mxbai_rerank::int8_matmul", mutates_args=())
@@ -244,20 +253,36 @@ def quantize_blocks(model: nn.Module, skip_first: int = 1) -> int:
             for name, child in list(parent.named_children()):
                 if FusedRMSNorm.fits(child):
                     setattr(parent, name, FusedRMSNorm(child))
-                elif Int8GatedMLP.fits(child):
+                    continue
+                if Int8GatedMLP.fits(child):
                     setattr(parent, name, Int8GatedMLP(child))
                     replaced += 3
                 elif type(child) is nn.Linear:
                     setattr(parent, name, Int8Linear(child))
                     replaced += 1
-    # The checkpoint's tensors may be views of one memory-mapped file, which stays mapped (and
-    # resident) while any of them lives: copy the ones kept, so the file and the float weights
-    # that were quantized are released.
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.data = tensor.data.clone()
+                else:
+                    continue
+                for param in child.parameters():  # quantized: the float copy is garbage now
+                    _release_pages(param.data)
     gc.collect()
     return replaced
+
+
+def _release_pages(tensor: torch.Tensor) -> None:
+    """Give the pages of a tensor that will never be read again back to the OS (Linux).
+
+    The checkpoint's tensors are views of one memory-mapped file, which stays mapped, and every
+    page read stays resident, while any view lives (the embeddings do): without this, the float
+    weights that were quantized would stay resident beside their int8 copies. Only whole pages
+    inside the tensor's own bytes are released; a file-backed page is re-read if touched, an
+    anonymous one reads as zeros, so the tensor must be garbage (its module is being replaced).
+    """
+    if _LIBC is None or tensor.device.type != "cpu" or not tensor.is_contiguous():
+        return
+    start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.numel() * tensor.element_size()
+    first, last = -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE
+    if last > first:
+        _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
 
 
 def _check_kernels() -> None:
