@@ -105,6 +105,16 @@ def sentence_pool() -> tuple[str, ...]:
     return stdlib_sentences()
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores, platform, Python, torch and GPU (if any), for result files."""
     cpu = platform.processor()
@@ -121,6 +131,18 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+    flags = _cpu_flags()
+    info["cpu_flags"] = [
+        f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags
+    ]
+    # Instruction-set caps (to emulate an older CPU): oneDNN, ATen's kernels, MKL.
+    limits = {
+        k: os.environ[k]
+        for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+        if k in os.environ
+    }
+    if limits:
+        info["isa_limits"] = limits
     try:
         import torch
 

@@ -3,10 +3,13 @@
 For each scheme, an ONNX graph exported by ``mxbai-rerank convert --to onnx`` is quantized with
 ONNX Runtime and loaded through the ``onnx`` backend:
 
-* ``dynamic``: ``quantize_dynamic`` (int8 weights, activations per tensor): the ``int8`` backend;
+* ``dynamic``: ``quantize_dynamic`` (int8 weights, activations per tensor): the ``onnx-int8`` backend;
 * ``dynamic-perchannel-nodown``: per-channel weights, the MLP's down projection left in float32;
 * ``weights8-f32``: weight-only 8-bit ``MatMulNBits`` (blocks of 32), float32 compute;
-* ``weights8-i8``: the same with int8 compute (``accuracy_level=4``, activations per block).
+* ``weights8-i8``: the same with int8 compute (``accuracy_level=4``, activations per block);
+
+and, beside them, the ``int8`` backend (PyTorch, per-token activation scales, per-channel
+weights) with float32 and with bf16 around its int8 products, and bf16 without any int8.
 
 Quality: Kendall's tau and equal top-10 sets over 10 queries x 100 passages against the float32
 torch model, on the tiny v2 and v1 fixtures. Speed: ``rank()`` of 1 query x 32 passages on the
@@ -106,9 +109,15 @@ def quality(model: Path, work: Path) -> dict[str, Any]:
     pairs = list(zip(workload.queries, workload.documents, strict=True))
     reference = load(str(model), device="cpu", torch_dtype="float32")
     ref = [reference.score_pairs([q] * len(d), d) for q, d in pairs]
+    loaders: dict[str, Callable[[], Any]] = {
+        name: lambda f=folder: load(str(f), backend="onnx") for name, folder in quantized_folders(model, work).items()
+    }
+    for dtype in ("float32", "bfloat16"):  # the int8 backend (PyTorch, per-token), and no int8 at all
+        loaders[f"per-token-{dtype}"] = lambda d=dtype: load(str(model), backend="int8", torch_dtype=d)
+    loaders["no-int8-bfloat16"] = lambda: load(str(model), device="cpu", torch_dtype="bfloat16")
     out = {}
-    for name, folder in quantized_folders(model, work).items():
-        quantized = load(str(folder), backend="onnx")
+    for name, make in loaders.items():
+        quantized = make()
         agreement = ranking_agreement(ref, [quantized.score_pairs([q] * len(d), d) for q, d in pairs], top_k=10)
         out[name] = {"min_tau": agreement.min_tau, "same_top10": agreement.same_top_k_count}
         print(f"{model.name} {name}: tau {agreement.min_tau:.3f}, same top-10 {agreement.same_top_k_count}/10")
@@ -118,7 +127,10 @@ def quality(model: Path, work: Path) -> dict[str, Any]:
 def speed(model: Path, work: Path) -> dict[str, float]:
     passages = json.loads((CACHE / "passages-qwen2-base-random-bf16-32-0.json").read_text())
     query, docs = passages["query"], passages["documents"]
-    loaders = {"torch (default dtype)": lambda: load(str(model), device="cpu")}
+    loaders = {
+        "torch (default dtype)": lambda: load(str(model), device="cpu"),
+        "per-token (int8 backend)": lambda: load(str(model), backend="int8"),
+    }
     for name, folder in quantized_folders(model, work).items():
         loaders[name] = lambda f=folder: load(str(f), backend="onnx")
     out = {}
