@@ -105,33 +105,27 @@ def sentence_pool() -> tuple[str, ...]:
     return stdlib_sentences()
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in /proc/cpuinfo (Linux), or None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+            if line.split(":", 1)[0].strip() == field:
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, platform, Python, torch and GPU (if any), for result files."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model and flags, cores, platform, Python, torch and GPU (if any), for result files."""
+    cpu = _cpuinfo("model name") or platform.processor()
     info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-    flags = _cpu_flags()
+    flags = set((_cpuinfo("flags") or "").split())
     info["cpu_flags"] = [
         f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags
     ]
