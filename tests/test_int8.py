@@ -102,7 +102,8 @@ def test_linear_is_its_definition(kernel: str, with_bias: bool, compiled: bool) 
     assert (linear(x) - module(x)).abs().max() > 1e-3
 
 
-def test_bfloat16_input_keeps_its_dtype() -> None:
+def test_bfloat16_input_keeps_its_dtype(compiled: bool) -> None:
+    assert compiled, "torch.compile of the int8 kernels failed here"
     gen = torch.Generator().manual_seed(1)
     weight = torch.randn(16, 32, generator=gen)
     x = torch.randn(5, 32, generator=gen).bfloat16()
@@ -111,9 +112,10 @@ def test_bfloat16_input_keeps_its_dtype() -> None:
     torch.testing.assert_close(got.double(), _definition(x, weight, None), atol=0.05, rtol=0.02)
 
 
-def test_a_row_does_not_depend_on_its_batch() -> None:
+def test_a_row_does_not_depend_on_its_batch(compiled: bool) -> None:
     """Per-token scales: the same row gives the same bits alone or beside a 100x outlier row
     (a per-tensor scale would coarsen every other row)."""
+    assert compiled, "torch.compile of the int8 kernels failed here"
     gen = torch.Generator().manual_seed(2)
     weight = _int8._Weight(torch.randn(24, 40, generator=gen))
     x = torch.randn(50, 40, generator=gen)
@@ -124,7 +126,8 @@ def test_a_row_does_not_depend_on_its_batch() -> None:
             assert torch.equal(fn(x[i : i + 1], *weight.args(), None), batch[i : i + 1])
 
 
-def test_gated_mlp_is_the_composition_of_int8_products() -> None:
+def test_gated_mlp_is_the_composition_of_int8_products(compiled: bool) -> None:
+    assert compiled, "torch.compile of the int8 kernels failed here"
     gen = torch.Generator().manual_seed(3)
 
     class SwiGLU(nn.Module):  # Qwen2's MLP, as transformers defines it
@@ -202,7 +205,7 @@ def test_int8_scores_do_not_depend_on_the_batch(int8_pair, workload) -> None:
     np.testing.assert_allclose(alone, got[0][:5], atol=1e-4, rtol=0)
 
 
-def test_int8_backend_refuses_bad_settings(v2_model_dir: Path) -> None:
+def test_int8_backend_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match="skip_first"):
         _int8.Int8Backend(skip_first=-1)
     with pytest.raises(ValueError, match="no transformer blocks"):

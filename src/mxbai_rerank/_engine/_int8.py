@@ -18,8 +18,9 @@ the README). oneDNN only takes one activation scale per call, so the per-row sca
 after the int32 product; both steps around the product are fused by ``torch.compile`` (one
 pass to quantize, one to rescale).
 
-The first block stays in the engine's dtype: measured on the fixtures it holds most of the
-ranking error (the embeddings' outliers enter there), and it is 1/24 of the 0.5B model's work.
+The first block stays in the engine's dtype: on the v2 fixture, keeping it raised the lowest
+Kendall's tau against float32 from 0.94 to 0.98 (more than keeping any one kind of projection in
+every block), and it is 1/24 of the 0.5B model's work.
 Embeddings, norms, attention and the score head also stay in that dtype (bf16 where the CPU has
 native bf16, else float32).
 
@@ -244,9 +245,10 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
 
 
 def quantize_blocks(model: nn.Module, skip_first: int = 1) -> int:
-    """Replace every ``nn.Linear`` of the blocks after the first ``skip_first`` by :class:`Int8Linear`,
-    in place; returns how many were replaced. Layers outside the blocks (embeddings, the score
-    head, a classifier) are left as they are."""
+    """In the blocks after the first ``skip_first``, in place: a SwiGLU MLP becomes an
+    :class:`Int8GatedMLP`, every other ``nn.Linear`` an :class:`Int8Linear`, and Qwen2's RMSNorm a
+    :class:`FusedRMSNorm`; returns how many linear layers are now int8. Layers outside the blocks
+    (embeddings, the score head, a classifier) are left as they are."""
     replaced = 0
     for block in list(_blocks(model))[skip_first:]:
         for parent in list(block.modules()):
@@ -300,7 +302,8 @@ class Int8Backend(PaddedBackend):
 
     ``skip_first``: how many leading transformer blocks stay in the engine's dtype (default 1).
     ``compile``: fuse the quantize and rescale steps with ``torch.compile`` (default; needs a
-    C++ compiler, falls back to eager with a warning).
+    C++ compiler, falls back to eager with a warning). The kernels are process-wide: once one
+    int8 engine compiled them, every int8 engine in the process uses the compiled ones.
     """
 
     name = "int8"
