@@ -19,7 +19,7 @@ transformers < 5; ``--upstream-path`` is put on its PYTHONPATH, e.g. the GPU kit
 
     .venv/bin/python benchmarks/bench_gpu.py                     # base shape, on the GPU
     .venv/bin/python benchmarks/bench_gpu.py --shape large --upstream-python .venv-upstream/bin/python
-    .venv/bin/python benchmarks/bench_gpu.py --backends torch,packed+compile   # + padded and compiled rows
+    .venv/bin/python benchmarks/bench_gpu.py --backends torch,packed+eager   # + padded and uncompiled rows
     .venv/bin/python benchmarks/bench_gpu.py --shape tiny        # CPU smoke run: a few docs, seconds
 
 On a GPU machine without the dev virtualenv: ``PYTHONPATH=src python3 benchmarks/bench_gpu.py
@@ -82,13 +82,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("dtype"):
         kwargs["torch_dtype"] = getattr(torch, spec["dtype"])
     if spec.get("backend"):
-        # "packed+compile": the packed backend with compile=True (its load_s includes compiling).
+        # "packed+compile": compile=True (its load_s includes compiling); "packed+eager": compile=False
+        # (the default compiles where calls run packed on CUDA).
         backend, _, option = spec["backend"].partition("+")
         kwargs["backend"] = backend
-        if option == "compile":
-            kwargs["compile"] = True
+        if option in ("compile", "eager"):
+            kwargs["compile"] = option == "compile"
         elif option:
-            raise ValueError(f"unknown backend option {option!r} in {spec['backend']!r}; known: compile")
+            raise ValueError(f"unknown backend option {option!r} in {spec['backend']!r}; known: compile, eager")
     out: dict[str, Any] = {"version": getattr(mxbai_rerank, "__version__", "0.1.6")}
     t0 = time.perf_counter()
     reranker = MxbaiRerankV2(spec["model"], **kwargs)
@@ -264,7 +265,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", help="dtype of the timed rows (default bfloat16)")
     parser.add_argument("--backend", default="packed", help="backend checked against padded 'torch' (agreement)")
     parser.add_argument("--backends", default=None, help="backends timed beside the default, comma-separated; "
-                        "packed+compile adds compile=True (default: torch on CUDA, packed elsewhere)")  # fmt: skip
+                        "packed+compile adds compile=True, packed+eager compile=False (the default compiles "
+                        "packed calls on CUDA); default: torch on CUDA, packed elsewhere")  # fmt: skip
     parser.add_argument("--upstream-python", default=None, help="interpreter with upstream mxbai-rerank 0.1.6")
     parser.add_argument("--upstream-path", default=None, help="PYTHONPATH for upstream (e.g. /tmp/up)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense TFLOP/s for MFU")

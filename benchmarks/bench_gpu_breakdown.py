@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", default="8192,16384,32768,65536", help="max_batch_tokens swept")
     parser.add_argument("--compile", action="store_true", help="load with compile=True; reports the load "
                         "time, a new shape's time after it, and the distance to eager scores")  # fmt: skip
+    parser.add_argument("--profile", action="store_true", help="profile one cold query's packed forward: "
+                        "GPU time per kernel kind, top kernels and host ops")  # fmt: skip
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
@@ -68,7 +70,7 @@ def main() -> None:
     queries, documents = work["cold"]["queries"], work["cold"]["documents"]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t = time.perf_counter()
-    reranker = MxbaiRerankV2(str(model), device=str(device), backend="packed")
+    reranker = MxbaiRerankV2(str(model), device=str(device), backend="packed", compile=False)
     timings = {"load_s": time.perf_counter() - t}
     eager: list[np.ndarray] = []
     if args.compile:  # the library's compile=True, against this eager model's scores
@@ -135,6 +137,8 @@ def main() -> None:
             if eager:
                 distance = float(np.abs(by_index - eager[len(rows["rank"]) - 1]).max())
                 report["compiled_vs_eager_max_abs"] = max(report.get("compiled_vs_eager_max_abs", 0.0), distance)
+    if args.profile:
+        report["profile"] = profile_launch(launch, engine.encode([queries[0]] * len(documents[0]), documents[0]), sync)
     report["cold_ms"] = {k: 1e3 * statistics.median(v) for k, v in rows.items()}
     report["cold_ms"].update({f"pipelined {k}": 1e3 * statistics.median(v) for k, v in pipelined.items()})
     report["cold_max_abs_diff"] = worst
@@ -151,7 +155,7 @@ def main() -> None:
     reference_scores: np.ndarray | None = None
     variants: list[tuple[str, int, Any]] = [(f"packed {n}", int(n), None) for n in args.chunk_tokens.split(",")]
     if not args.compile:
-        padded = MxbaiRerankV2(str(model), device=str(device), backend="torch")
+        padded = MxbaiRerankV2(str(model), device=str(device), backend="torch", compile=False)
         variants.append(("padded torch (default budget)", padded.engine.max_batch_tokens, padded))
     for label, budget, other in variants:
         target = other.engine if other is not None else engine
@@ -179,6 +183,15 @@ def main() -> None:
               "| variant | s | pairs/s | TFLOP/s | MFU | max abs diff |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     lines += [f"| {r['variant']} | {r['seconds']:.3f} | {r['pairs_per_s']:.0f} | {r['tflops']:.1f} "
               f"| {100 * r['mfu']:.1f}% | {r['max_abs_diff']:.2g} |" for r in sweep]  # fmt: skip
+    if "profile" in report:
+        prof = report["profile"]
+        lines += ["", f"profile of one cold query: {prof['device_ms']:.1f} ms of kernels, {prof['kernels']} launches",
+                  "", "| kernel kind | ms | share |", "|---|---:|---:|"]  # fmt: skip
+        lines += [f"| {k} | {v:.2f} | {100 * v / prof['device_ms']:.0f}% |" for k, v in prof["by_kind_ms"].items()]
+        lines += ["", "| top kernels | calls | ms |", "|---|---:|---:|"]
+        lines += [f"| {r['name'][:90]} | {r['calls']} | {r['ms']:.2f} |" for r in prof["top_kernels"]]
+        lines += ["", "| top host ops (self) | calls | ms |", "|---|---:|---:|"]
+        lines += [f"| {r['name'][:90]} | {r['calls']} | {r['ms']:.2f} |" for r in prof["top_host"]]
     report["table"] = "\n".join(lines)
     out = Path(args.output or HERE / "results" / f"gpu_breakdown_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +201,49 @@ def main() -> None:
         if key in report:
             print(f"{key}: {report[key]:.4g}")
     print(f"cold: rank() vs packed launch max abs diff {worst:.2g}\nwritten to {out}")
+
+
+def _kind(kernel: str) -> str:
+    """A CUDA kernel's kind, from its name (cuBLAS/CUTLASS GEMMs, flash attention, inductor's
+    Triton kernels, the rest)."""
+    name = kernel.lower()
+    if "flash" in name or "fmha" in name or "attention" in name:  # before GEMMs: flash kernels name cutlass types
+        return "attention"
+    if any(k in name for k in ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas", "splitk")):
+        return "gemm"
+    if name.startswith("triton"):
+        return "fused (triton)"
+    return "other (eager elementwise, copies, reductions)"
+
+
+def profile_launch(launch: Any, encoded: Any, sync: Any) -> dict[str, Any]:
+    """One packed forward of ``encoded`` under torch.profiler: kernel time by kind, top kernels,
+    top host ops by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    launch(encoded)
+    sync()
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        launch(encoded)
+        sync()
+    events = prof.key_averages()
+
+    def dev_ms(e: Any) -> float:
+        return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) / 1e3
+
+    kernels = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    if not kernels:  # older profilers list kernels as events with device time and no host time
+        kernels = [e for e in events if dev_ms(e) > 0 and e.self_cpu_time_total == 0]
+    by_kind: dict[str, float] = {}
+    for e in kernels:
+        by_kind[_kind(e.key)] = by_kind.get(_kind(e.key), 0.0) + dev_ms(e)
+    top = sorted(kernels, key=dev_ms, reverse=True)[:15]
+    host = sorted((e for e in events if e not in kernels), key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
+    return {"device_ms": sum(by_kind.values()), "kernels": sum(e.count for e in kernels),
+            "by_kind_ms": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+            "top_kernels": [{"name": e.key, "calls": e.count, "ms": dev_ms(e)} for e in top],
+            "top_host": [{"name": e.key, "calls": e.count, "ms": e.self_cpu_time_total / 1e3}
+                         for e in host]}  # fmt: skip
 
 
 if __name__ == "__main__":

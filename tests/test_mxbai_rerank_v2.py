@@ -203,6 +203,10 @@ def test_tokenizer_pool_encodes_long_lists_in_threads_exactly(
     pool.pairs(texts[:3], texts[3:6], max_length=4)  # leaves truncation set on a pooled copy
     assert pool.ids(texts) == want
     assert pool.ids(texts[:5]) == want[:5]  # below the threshold: one call
+    # Few long texts are split by characters: three texts, slices of about equal characters.
+    long_texts = [" ".join(texts[i::3]) * 4 for i in range(3)]
+    assert sum(map(len, long_texts)) >= 2 * _encoding.MIN_CHARS_PER_THREAD
+    assert pool.ids(long_texts) == reranker.tokenizer(long_texts, add_special_tokens=False)["input_ids"]
     assert any(t.name.startswith("mxbai-tokenize") for t in threading.enumerate())
 
 

@@ -8,9 +8,11 @@ Scores must equal the padded backend's in float32 within 1e-4.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -320,6 +322,93 @@ def test_compiled_layers_score_as_eager(v2_model_dir: Path, v2_reranker: MxbaiRe
         docs = [_text(rng, n) for n in lengths]
         queries = ["how do I read csv files?"] * (len(docs) - 1) + ["zip"]
         _assert_close(compiled.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+
+
+class _FailsToCompile(PackedBackend):
+    """The packed backend told that compiling pays on this CPU (the real rule: CUDA only), with
+    forward passes that fail, so compiling fails in its warm-up after the layers were wrapped."""
+
+    def compile_pays(self, engine: Any) -> bool:
+        return self.packs(engine)
+
+    def run(self, engine: Any, encoded: Any, **kwargs: Any) -> np.ndarray:
+        raise RuntimeError("no kernel for this call")
+
+
+def test_default_compiles_only_where_it_pays(v2_model_dir: Path) -> None:
+    reranker = MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend="packed")
+    engine = reranker.engine
+    assert engine.backend.packs(engine) and not engine.backend.compile_pays(engine)  # a CPU: not worth it
+    assert not engine.compiled
+    assert all(layer._compiled_call_impl is None for layer in engine.head.backbone.layers)
+
+
+def test_default_compile_falls_back_to_eager(v2_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """compile=None never makes a model unusable: a failed compile leaves eager layers and a warning;
+    compile=True raises the failure."""
+    with caplog.at_level(logging.WARNING, logger="mxbai_rerank"):
+        reranker = MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend=_FailsToCompile())
+    assert not reranker.engine.compiled
+    assert all(layer._compiled_call_impl is None for layer in reranker.engine.head.backbone.layers)
+    assert "compiling failed (no kernel for this call)" in caplog.text
+    with pytest.raises(RuntimeError, match="no kernel for this call"):
+        MxbaiRerankV2(
+            str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend=_FailsToCompile(), compile=True
+        )
+
+
+def test_stream_slices() -> None:
+    from mxbai_rerank._engine import STREAM_CHARS, STREAM_PAIRS, stream_slices
+
+    n = 2 * STREAM_PAIRS + 3
+    assert stream_slices(["q"] * n, ["d"] * n) == [
+        (0, STREAM_PAIRS),
+        (STREAM_PAIRS, 2 * STREAM_PAIRS),
+        (2 * STREAM_PAIRS, n),
+    ]
+    long = "x" * (STREAM_CHARS // 3)
+    # A slice ends at the pair that reaches the character budget; a longer pair is a slice alone.
+    assert stream_slices(["q"] * 5, [long, long, long, "y" * STREAM_CHARS, "z"]) == [(0, 3), (3, 4), (4, 5)]
+    assert stream_slices([], []) == []
+
+
+class _StreamsOnCpu(PackedBackend):
+    """The packed backend told to stream on this CPU (the real rule: CUDA only); records each
+    launched slice's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slices: list[int] = []
+
+    def streams(self, engine: Any) -> bool:
+        return self.packs(engine)
+
+    def launch(self, engine: Any, encoded: Any, **kwargs: Any) -> torch.Tensor:
+        self.slices.append(len(encoded))
+        return super().launch(engine, encoded, **kwargs)
+
+
+def test_streamed_calls_score_as_one_call(
+    v2_model_dir: Path, v2_reranker: MxbaiRerankV2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """encode_and_score in slices (tokenizing one while the device runs the previous) gives the
+    scores of one encode + score, in input order, for rank() and score_pairs() alike."""
+    import mxbai_rerank._engine as engine_module
+
+    monkeypatch.setattr(engine_module, "STREAM_PAIRS", 7)
+    backend = _StreamsOnCpu()
+    streamed = MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend=backend)
+    rng = random.Random(11)
+    docs = [_text(rng, rng.randint(1, 120)) for _ in range(30)]
+    queries = [["how do I read csv files?", "zip", "threads"][i % 3] for i in range(30)]
+    _assert_close(streamed.score_pairs(queries, docs, instruction="code search"),
+                  v2_reranker.score_pairs(queries, docs, instruction="code search"))  # fmt: skip
+    assert backend.slices == [7, 7, 7, 7, 2]
+    ranked = streamed.rank("zip", docs, top_k=30, sort=False)
+    want = v2_reranker.rank("zip", docs, top_k=30, sort=False)
+    _assert_close(np.array([r.score for r in ranked]), np.array([r.score for r in want]))
+    backend.slices.clear()
+    assert len(streamed.score_pairs(queries[:7], docs[:7])) == 7 and backend.slices == [7]  # one slice: not streamed
 
 
 def test_compile_needs_the_packed_path(v2_model_dir: Path, v1_model_dir: Path) -> None:

@@ -18,6 +18,7 @@ core) from delaying a GPU forward pass that takes a few tens of milliseconds.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 import os
@@ -44,9 +45,11 @@ __all__ = [
 # the first ``max_tokens`` tokens exactly as the whole text would give them.
 CUT_SLACK_TOKENS = 8
 
-# Texts per tokenizing thread at least (a smaller slice costs more in hand-offs than it saves),
-# and threads at most (tokenizing is a fraction of a call: a few cores take it off the path).
+# Work per tokenizing thread at least: 16 texts, or 8192 characters (about 2,000 tokens of
+# English) of fewer, longer texts (a smaller slice costs more in hand-offs than it saves); and
+# threads at most (tokenizing is a fraction of a call: a few cores take it off the path).
 MIN_TEXTS_PER_THREAD = 16
+MIN_CHARS_PER_THREAD = 8192
 MAX_TOKENIZE_THREADS = 8
 
 _executor: tuple[int, ThreadPoolExecutor] | None = None
@@ -171,16 +174,20 @@ class TokenizerPool:
     def ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's token ids (no special tokens), in order.
 
-        A list of at least ``2 * MIN_TEXTS_PER_THREAD`` texts is split into slices encoded at once:
-        the caller encodes the first, pool threads the others, all through the borrowed copy's
-        Rust tokenizer (encoding only reads it, and the Rust call releases the GIL; no other
-        thread holds this copy while it is borrowed).
+        A list of at least ``2 * MIN_TEXTS_PER_THREAD`` texts, or ``2 * MIN_CHARS_PER_THREAD``
+        characters in two texts or more, is split into slices of about equal characters, encoded at
+        once: the caller encodes the first, pool threads the others, all through the borrowed
+        copy's Rust tokenizer (encoding only reads it, and the Rust call releases the GIL; no
+        other thread holds this copy while it is borrowed).
         """
         if not texts:
             return []
         with self.borrow() as tok:
             backend = getattr(tok, "backend_tokenizer", None)  # None for a slow (Python) tokenizer
-            slices = min(len(texts) // MIN_TEXTS_PER_THREAD, MAX_TOKENIZE_THREADS, os.cpu_count() or 1)
+            cumulative = list(itertools.accumulate(len(t) for t in texts))
+            total = cumulative[-1]
+            work = max(len(texts) // MIN_TEXTS_PER_THREAD, total // MIN_CHARS_PER_THREAD)
+            slices = min(len(texts), work, MAX_TOKENIZE_THREADS, os.cpu_count() or 1)
             if backend is None or slices < 2:
                 return tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
             # The copy is ours alone: settle its state before threads read it concurrently.
@@ -193,7 +200,10 @@ class TokenizerPool:
             def encode(part: list[str]) -> list[list[int]]:
                 return [e.ids for e in encode_batch(part, add_special_tokens=False)]
 
-            bounds = [len(texts) * i // slices for i in range(slices + 1)]
+            # Slice ends where the running character count passes k/slices of the total: every
+            # slice non-empty, in order.
+            ends = {bisect.bisect_left(cumulative, total * i / slices) + 1 for i in range(1, slices)}
+            bounds = sorted({0, len(texts)} | ends)
             executor = _tokenize_executor()
             futures = [executor.submit(encode, texts[a:b]) for a, b in itertools.pairwise(bounds[1:])]
             out = encode(texts[: bounds[1]])

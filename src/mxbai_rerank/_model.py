@@ -65,8 +65,10 @@ class TransformerReranker(BaseReranker, TorchModule):
         max_batch_tokens: Padded tokens per forward pass (default: ``_registry.DEFAULT_MAX_BATCH_TOKENS``).
         backend: Engine backend name or object (default: ``"packed"`` on CUDA where a varlen
             attention kernel runs, else ``"torch"``).
-        compile: ``torch.compile`` the decoder layers at load (packed backend only): about 13 s
-            once on a GPU, then ~25% less GPU time per call (see the README, "On a GPU").
+        compile: ``torch.compile`` the decoder layers at load (packed backend only): 10-25 s
+            once on a GPU, then about a third less GPU time per call (see the README, "On a GPU").
+            Default ``None``: compile where calls run packed on CUDA, and run eagerly (with a
+            warning) if compiling fails; ``False`` never compiles; ``True`` compiles or raises.
         estimated_max: For ``normalize=True`` in families that use it (v2); default: the config
             marker's value, else the known model's, else the family's.
         **kwargs: Hub keywords (``revision``, ``token``, ``cache_dir``, ``trust_remote_code``,
@@ -89,7 +91,7 @@ class TransformerReranker(BaseReranker, TorchModule):
         max_batch_tokens: int | None = None,
         backend: str | Backend | None = None,
         estimated_max: float | None = None,
-        compile: bool = False,
+        compile: bool | None = None,
         **kwargs: Any,
     ) -> None:
         TorchModule.__init__(self)
@@ -288,12 +290,18 @@ class TransformerReranker(BaseReranker, TorchModule):
     ) -> tuple[np.ndarray, list[tuple[int, int]] | None]:
         """Encode -> score -> (with chunking) aggregate windows -> post-process: one score per
         document, and with chunking each document's best-window span."""
+        if chunking is None:
+            raw = self.engine.encode_and_score(
+                queries, texts, instruction,
+                batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress,
+            )  # fmt: skip
+            return self.postprocess(raw, normalize=normalize), None
         encoded = self._encode_texts(queries, texts, instruction, chunking)
         raw = self.score_encoded(
             encoded, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress
         )
         spans = None
-        if chunking is not None and encoded.windows is not None:
+        if encoded.windows is not None:
             raw, spans = aggregate_windows(raw, encoded.windows, chunking.aggregate)
         return self.postprocess(raw, normalize=normalize), spans
 

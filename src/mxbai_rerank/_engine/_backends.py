@@ -7,6 +7,9 @@ A backend is asked three things (see :class:`Backend`):
 2. ``prepare(engine)`` - anything to do to the loaded model (compile, quantise, move);
 3. ``run(engine, encoded, ...)`` - turn encoded pairs into raw scores, in input order.
 
+Optional hooks: ``compile(engine)`` (``compile=True``) and ``compile_pays(engine)`` (whether the
+default ``compile=None`` compiles; the packed backend: packed calls on CUDA).
+
 The engine owns everything around it (tokenization, the non-finite check, inference mode,
 serialising forward passes), so a backend only decides how tensors meet the model.
 :class:`PaddedBackend` is the default on CPUs: token-budget batches of near-equal length,

@@ -145,13 +145,14 @@ class PackedBackend:
             logger.warning("%s: the model refused the packed attention; scoring padded", engine.model_id)
 
     def compile(self, engine: ScoringEngine) -> None:
-        """``torch.compile(dynamic=True)`` every decoder layer, then compile them on a tiny call.
+        """``torch.compile(dynamic=True)`` every decoder layer, then compile them on warm-up calls.
 
-        Measured on an H200 (base shape, bf16; an experiment that still traced the attention):
-        device time of a cold top-100 query 57.7 -> 41.8 ms, throughput 28.9% -> 37.4% of bf16
-        peak, for about 13 s of compiling once at load; later calls of new lengths reuse the
-        graphs (``dynamic=True``). The packed attention runs eagerly between the compiled parts
-        (``torch.compiler.disable``), so the graphs never depend on the packed offsets. Raises
+        Measured on an H200 (base shape, bf16, ``bench_gpu_breakdown.py``): device time of a cold
+        top-100 query 56.8 -> 35.8 ms, pre-tokenized throughput 28.6% -> 41.7% of bf16 peak, for
+        10-20 s of compiling at load (loads took 25 s in the first process on the machine, 17 s
+        once inductor's on-disk cache was warm, against 5 s eagerly); later calls of new lengths
+        reuse the graphs (``dynamic=True``). The packed attention runs eagerly between the
+        compiled parts (``torch.compiler.disable``), so the graphs never depend on the packed offsets. Raises
         ``ValueError`` where calls would not run packed (nothing to gain, and the padded path's
         masks and caches would recompile).
         """
@@ -163,12 +164,27 @@ class PackedBackend:
             raise ValueError(f"compile=True: {type(engine.model).__name__} has no decoder layers to compile")
         for layer in layers:
             layer.compile(dynamic=True)
-        # Two calls of different shapes: the first compiles, the second proves the shapes are
-        # dynamic, so no user call pays for compiling. Any token id serves; scores are dropped.
+        # Calls of different shapes: the first compiles, the second proves the shapes are
+        # dynamic, the third has a real call's size (inductor settles its kernels on it), so no
+        # user call pays for compiling. Any token id serves; scores are dropped.
         token = engine.pad_token_id
-        for lengths in ((5, 9), (3, 4, 6)):
-            engine.score(EncodedPairs([[token] * n for n in lengths]))
+        try:
+            for lengths in ((5, 9), (3, 4, 6), (160,) * 64):
+                engine.score(EncodedPairs([[token] * n for n in lengths]))
+        except BaseException:
+            for layer in layers:  # back to eager: a half-compiled model would retry on every call
+                layer._compiled_call_impl = None
+            raise
         logger.info("%s: %d decoder layers compiled (dynamic shapes)", engine.model_id, len(layers))
+
+    def compile_pays(self, engine: ScoringEngine) -> bool:
+        """Whether ``compile=None`` (the default) compiles: calls on ``engine`` run packed on CUDA."""
+        return engine.device.type == "cuda" and self.packs(engine)
+
+    def streams(self, engine: ScoringEngine) -> bool:
+        """Whether :meth:`launch` returns before the device finishes (packed calls on CUDA), so the
+        engine may tokenize the next slice meanwhile (:meth:`~.ScoringEngine.encode_and_score`)."""
+        return engine.device.type == "cuda" and self.packs(engine)
 
     def packs(self, engine: ScoringEngine) -> bool:
         """Whether calls on ``engine`` run packed now (as opposed to through the padded backend)."""

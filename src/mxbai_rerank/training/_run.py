@@ -164,7 +164,7 @@ def train(
     dtype = torch.bfloat16 if bf16 and config.lora else torch.float32
     started = time.perf_counter()
     reranker = load(
-        model_id, family=chosen, device=device, torch_dtype=dtype,
+        model_id, family=chosen, device=device, torch_dtype=dtype, compile=False,  # trained eagerly
         **({} if config.max_length is None else {"max_length": config.max_length}), **model_kwargs,
     )  # fmt: skip
     if needs_mining:
