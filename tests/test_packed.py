@@ -312,27 +312,51 @@ def test_v1_falls_back_to_padded(v1_reranker: MxbaiRerankV1) -> None:
 
 
 def test_compiled_layers_score_as_eager(v2_model_dir: Path, v2_reranker: MxbaiRerankV2) -> None:
-    """compile=True compiles every decoder layer at load; scores of new lengths equal eager ones."""
+    """compile=True compiles every decoder layer at load into one graph that holds the packed
+    attention (no graph break); scores of new lengths equal eager ones and compile nothing new."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     compiled = MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend="packed", compile=True)
     engine = compiled.engine
     assert engine.compiled
     assert all(layer._compiled_call_impl is not None for layer in engine.head.backbone.layers)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     rng = random.Random(3)
-    for lengths in ((2, 30, 7, 90), (11, 1, 250)):  # lengths the load-time warm-up never saw
+    for lengths in ((2, 30, 7, 90), (11, 1, 250), (400,)):  # lengths the load-time warm-up never saw
         docs = [_text(rng, n) for n in lengths]
         queries = ["how do I read csv files?"] * (len(docs) - 1) + ["zip"]
         _assert_close(compiled.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]  # no recompiling
+    # With gradients on (the attention operator has no backward), compiled layers run the eager
+    # attention between graphs and back-propagate.
+    seqs = [list(ids) for ids in compiled.encode_pairs(["zip", "zip"], ["a zip archive", "csv"]).input_ids]
+    chunk = build_chunk(seqs, [0, 1])
+    with packed_call(chunk.cu_seqlens, chunk.cu_host, chunk.max_length):
+        out = engine.head.forward_packed(chunk.input_ids, chunk.position_ids, chunk.cu_seqlens, chunk.max_length)
+    out.sum().backward()
+    _assert_close(
+        out.detach().numpy(), compiled.score_encoded(compiled.encode_pairs(["zip", "zip"], ["a zip archive", "csv"]))
+    )
 
 
 class _FailsToCompile(PackedBackend):
-    """The packed backend told that compiling pays on this CPU (the real rule: CUDA only), with
-    forward passes that fail, so compiling fails in its warm-up after the layers were wrapped."""
+    """The packed backend told that compiling pays on this CPU (the real rule: CUDA only), whose
+    forward passes fail after the first, so compiling fails in its warm-up after the layers were
+    wrapped (the first is compile's eager check)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
 
     def compile_pays(self, engine: Any) -> bool:
         return self.packs(engine)
 
     def run(self, engine: Any, encoded: Any, **kwargs: Any) -> np.ndarray:
-        raise RuntimeError("no kernel for this call")
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("no kernel for this call")
+        return super().run(engine, encoded, **kwargs)
 
 
 def test_default_compiles_only_where_it_pays(v2_model_dir: Path) -> None:

@@ -29,6 +29,7 @@ reuse is faster than the reference attention.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,8 @@ class PackedBackend:
     def __init__(self, auto: bool = False) -> None:
         self.auto = auto
         self._padded = PaddedBackend()
+        # Models seen calling the packed attention in an eager packed call.
+        self._routed: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
     def model_kwargs(self, device: torch.device, dtype: torch.dtype, family: RerankerFamily) -> dict[str, Any]:
         # SDPA at load: the packed attention hands every non-packed call to SDPA with its masks.
@@ -162,12 +165,15 @@ class PackedBackend:
         layers = getattr(getattr(engine.head, "backbone", None), "layers", None)
         if not layers:
             raise ValueError(f"compile=True: {type(engine.model).__name__} has no decoder layers to compile")
+        token = engine.pad_token_id
+        # One eager call first: it proves the model routes its attention here (see launch), which
+        # compiled layers, whose graphs hold the kernel, no longer report.
+        engine.score(EncodedPairs([[token] * 3, [token] * 5]))
         for layer in layers:
             layer.compile(dynamic=True)
         # Calls of different shapes: the first compiles, the second proves the shapes are
         # dynamic, the third has a real call's size (inductor settles its kernels on it), so no
         # user call pays for compiling. Any token id serves; scores are dropped.
-        token = engine.pad_token_id
         try:
             for lengths in ((5, 9), (3, 4, 6), (160,) * 64):
                 engine.score(EncodedPairs([[token] * n for n in lengths]))
@@ -178,8 +184,13 @@ class PackedBackend:
         logger.info("%s: %d decoder layers compiled (dynamic shapes)", engine.model_id, len(layers))
 
     def compile_pays(self, engine: ScoringEngine) -> bool:
-        """Whether ``compile=None`` (the default) compiles: calls on ``engine`` run packed on CUDA."""
-        return engine.device.type == "cuda" and self.packs(engine)
+        """Whether ``compile=None`` (the default) compiles: calls on ``engine`` run packed on CUDA
+        through a varlen kernel (not the reference attention, which compiling does not speed up)."""
+        return (
+            engine.device.type == "cuda"
+            and self.packs(engine)
+            and varlen_kernel(engine.device, engine.dtype) is not None
+        )
 
     def streams(self, engine: ScoringEngine) -> bool:
         """Whether :meth:`launch` returns before the device finishes (packed calls on CUDA), so the
@@ -235,7 +246,9 @@ class PackedBackend:
             chunk = build_chunk(sequences, rows).to(device)
             with packed_call(chunk.cu_seqlens, chunk.cu_host, chunk.max_length) as call:
                 out = head.forward_packed(chunk.input_ids, chunk.position_ids, chunk.cu_seqlens, chunk.max_length)
-            if call.layers == 0:
+            if call.layers:
+                self._routed.add(engine.model)
+            elif engine.model not in self._routed:  # compiled layers report nothing: checked before
                 raise RuntimeError(
                     f"{type(engine.model).__name__} never called the {PACKED_ATTENTION!r} attention, so its "
                     "sequences would attend to each other; use backend='torch' for this model"
