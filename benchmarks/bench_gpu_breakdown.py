@@ -223,12 +223,12 @@ def _kind(kernel: str) -> str:
     """A CUDA kernel's kind, from its name (cuBLAS/CUTLASS GEMMs, flash attention, inductor's
     Triton kernels, the rest)."""
     name = kernel.lower()
+    if name.startswith("triton"):  # first: inductor names kernels after the ops they feed
+        return "fused (triton)"
     if "flash" in name or "fmha" in name or "attention" in name:  # before GEMMs: flash kernels name cutlass types
         return "attention"
     if any(k in name for k in ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas", "splitk")):
         return "gemm"
-    if name.startswith("triton"):
-        return "fused (triton)"
     return "other (eager elementwise, copies, reductions)"
 
 

@@ -161,11 +161,7 @@ def _flash_attn_kernel() -> _Kernel | None:
     return run
 
 
-def _torch_varlen_kernel(contiguous: bool = False) -> _Kernel | None:
-    """``torch.nn.attention.varlen.varlen_attn``. ``contiguous``: copy q, k and v to (T, H, D)
-    contiguous first; without it the (T, H, D) views of the model's (1, H, T, D) tensors go to the
-    flash kernel as they are (it takes any row and head strides; the probe checks that on views
-    laid out like the model's, and a kernel that fails it is retried with copies)."""
+def _torch_varlen_kernel() -> _Kernel | None:
     try:
         varlen = importlib.import_module("torch.nn.attention.varlen")
     except ImportError as exc:
@@ -194,8 +190,7 @@ def _torch_varlen_kernel(contiguous: bool = False) -> _Kernel | None:
         if not native_gqa and k.shape[1] != q.shape[1]:
             k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
             v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-        if contiguous:  # (T, H, D) views of (1, H, T, D) tensors, copied
-            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # (T, H, D) views of (1, H, T, D) tensors
         kwargs = dict(extra)
         if has_scale:
             kwargs["scale"] = scale
@@ -206,13 +201,10 @@ def _torch_varlen_kernel(contiguous: bool = False) -> _Kernel | None:
     return run
 
 
-# Candidates in order of preference: (name, factory). The torch kernel comes twice: on the
-# model's strided views first, then on contiguous copies. The copies of q and k were 48 copy
-# kernels, 1.9 of the 33.5 ms of kernel time of a compiled cold top-100 query (H200, base shape).
+# Candidates in order of preference: (name, factory).
 _KERNELS: list[tuple[str, Callable[[], _Kernel | None]]] = [
     ("flash_attn", _flash_attn_kernel),
     ("torch", _torch_varlen_kernel),
-    ("torch", lambda: _torch_varlen_kernel(contiguous=True)),
 ]
 _chosen: dict[tuple[str, int | None, torch.dtype], tuple[str, _Kernel] | None] = {}
 _chosen_lock = threading.Lock()
