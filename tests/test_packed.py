@@ -49,6 +49,16 @@ def _text(rng: random.Random, words: int) -> str:
 
 
 @pytest.fixture(scope="module")
+def padded_reranker(v2_model_dir: Path) -> MxbaiRerankV2:
+    """The padded reference, with transformers' eager attention (softmax written out): CPU SDPA
+    in torch 2.13 now and then returns rows off by up to 1e-3 (see ``_causal_attention``), seen
+    here as two failures (6e-4) in about 16 runs of this file when the reference used it."""
+    return MxbaiRerankV2(
+        str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend="torch", attn_implementation="eager"
+    )
+
+
+@pytest.fixture(scope="module")
 def packed_reranker(v2_model_dir: Path) -> MxbaiRerankV2:
     return MxbaiRerankV2(str(v2_model_dir), device="cpu", torch_dtype=torch.float32, backend="packed")
 
@@ -144,39 +154,41 @@ def test_the_packed_backend_really_packs(packed_reranker: MxbaiRerankV2) -> None
     assert engine.backend.packs(engine)
 
 
-def test_mixed_lengths(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+def test_mixed_lengths(padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
     rng = random.Random(0)
     docs = [_text(rng, n) for n in (1, 3, 40, 7, 120, 2, 65, 9, 300, 15)]
     queries = ["how do I read csv files?"] * len(docs)
-    _assert_close(packed_reranker.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+    _assert_close(packed_reranker.score_pairs(queries, docs), padded_reranker.score_pairs(queries, docs))
 
 
-def test_one_pair(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+def test_one_pair(padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
     _assert_close(
         packed_reranker.score_pairs(["what is a fox?"], ["a small animal"]),
-        v2_reranker.score_pairs(["what is a fox?"], ["a small animal"]),
+        padded_reranker.score_pairs(["what is a fox?"], ["a small animal"]),
     )
 
 
-def test_several_queries_in_one_call(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+def test_several_queries_in_one_call(padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
     rng = random.Random(1)
     queries = [f"question {i}: " + _text(rng, 3 + 4 * i) for i in range(4) for _ in range(5)]
     docs = [_text(rng, rng.randint(1, 90)) for _ in queries]
-    _assert_close(packed_reranker.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+    _assert_close(packed_reranker.score_pairs(queries, docs), padded_reranker.score_pairs(queries, docs))
 
 
-def test_instruction_pairs(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+def test_instruction_pairs(padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
     rng = random.Random(2)
     docs = [_text(rng, n) for n in (5, 50, 12)]
     queries = ["which one parses json?"] * 3
     instruction = "Prefer documents about the standard library."
     _assert_close(
         packed_reranker.score_pairs(queries, docs, instruction=instruction),
-        v2_reranker.score_pairs(queries, docs, instruction=instruction),
+        padded_reranker.score_pairs(queries, docs, instruction=instruction),
     )
 
 
-def test_long_pairs_are_chunked_within_the_budget(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+def test_long_pairs_are_chunked_within_the_budget(
+    padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2
+) -> None:
     rng = random.Random(3)
     docs = [_text(rng, 1400), _text(rng, 40), _text(rng, 300), _text(rng, 1100), _text(rng, 8)]
     encoded = packed_reranker.encode_pairs(["long documents about archives"] * len(docs), docs)
@@ -186,7 +198,7 @@ def test_long_pairs_are_chunked_within_the_budget(v2_reranker: MxbaiRerankV2, pa
     chunks = plan_chunks(lengths, max_tokens=budget, max_sequences=len(lengths))
     assert len(chunks) >= 3
     packed = packed_reranker.score_encoded(encoded, max_batch_tokens=budget)
-    _assert_close(packed, v2_reranker.score_encoded(encoded))
+    _assert_close(packed, padded_reranker.score_encoded(encoded))
     # The budget bounds the forward passes: record each packed pass's token count.
     seen: list[int] = []
     head = packed_reranker.engine.head
@@ -206,11 +218,11 @@ def test_long_pairs_are_chunked_within_the_budget(v2_reranker: MxbaiRerankV2, pa
     assert all(t <= budget for t, c in zip(seen, chunks, strict=True) if len(c) > 1)
 
 
-def test_batch_size_caps_sequences_per_pass(v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
+def test_batch_size_caps_sequences_per_pass(padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2) -> None:
     rng = random.Random(4)
     docs = [_text(rng, rng.randint(1, 30)) for _ in range(7)]
     queries = ["q"] * len(docs)
-    _assert_close(packed_reranker.score_pairs(queries, docs, batch_size=2), v2_reranker.score_pairs(queries, docs))
+    _assert_close(packed_reranker.score_pairs(queries, docs, batch_size=2), padded_reranker.score_pairs(queries, docs))
 
 
 def test_without_segmented_attention_sequences_leak(packed_reranker: MxbaiRerankV2) -> None:
@@ -233,7 +245,7 @@ def test_without_segmented_attention_sequences_leak(packed_reranker: MxbaiRerank
 
 
 def test_padded_calls_through_the_packed_attention_are_unchanged(
-    v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2
+    padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2
 ) -> None:
     """Non-packed calls (prefix cache, padded batches) on the packed model go to SDPA with masks."""
     rng = random.Random(5)
@@ -245,7 +257,7 @@ def test_padded_calls_through_the_packed_attention_are_unchanged(
         scores = PaddedBackend(prefix="query").run(
             engine, encoded, max_batch_tokens=4096, batch_size=len(encoded), show_progress=False
         )
-    _assert_close(scores, v2_reranker.score_encoded(encoded))
+    _assert_close(scores, padded_reranker.score_encoded(encoded))
 
 
 # -- the padded path's shape buckets -----------------------------------------------------------
@@ -269,11 +281,13 @@ def _run(backend: object, reranker: MxbaiRerankV1 | MxbaiRerankV2, queries: list
         )
 
 
-def test_bucketed_padded_batches_score_the_same(v2_reranker: MxbaiRerankV2) -> None:
+def test_bucketed_padded_batches_score_the_same(padded_reranker: MxbaiRerankV2) -> None:
     rng = random.Random(6)
     queries = ["how to hash a file"] * 5 + [f"q{i}" for i in range(3)]
     docs = [_text(rng, rng.randint(1, 80)) for _ in queries]
-    _assert_close(_run(PaddedBackend(buckets=True), v2_reranker, queries, docs), v2_reranker.score_pairs(queries, docs))
+    _assert_close(
+        _run(PaddedBackend(buckets=True), padded_reranker, queries, docs), padded_reranker.score_pairs(queries, docs)
+    )
 
 
 # -- defaults and fallbacks --------------------------------------------------------------------
@@ -286,12 +300,12 @@ def test_default_backend_on_cpu_is_padded() -> None:
 
 
 def test_automatic_packed_backend_runs_padded_without_a_kernel(
-    v2_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2
+    padded_reranker: MxbaiRerankV2, packed_reranker: MxbaiRerankV2
 ) -> None:
     auto = PackedBackend(auto=True)
     assert not auto.packs(packed_reranker.engine)  # no varlen kernel on a CPU
     queries, docs = ["q"] * 3, ["one", "two words", "three words here"]
-    _assert_close(_run(auto, packed_reranker, queries, docs), v2_reranker.score_pairs(queries, docs))
+    _assert_close(_run(auto, packed_reranker, queries, docs), padded_reranker.score_pairs(queries, docs))
 
 
 def test_v1_falls_back_to_padded(v1_reranker: MxbaiRerankV1) -> None:
@@ -311,7 +325,7 @@ def test_v1_falls_back_to_padded(v1_reranker: MxbaiRerankV1) -> None:
 # -- compile=True ------------------------------------------------------------------------------
 
 
-def test_compiled_layers_score_as_eager(v2_model_dir: Path, v2_reranker: MxbaiRerankV2) -> None:
+def test_compiled_layers_score_as_eager(v2_model_dir: Path, padded_reranker: MxbaiRerankV2) -> None:
     """compile=True compiles every decoder layer at load into one graph that holds the packed
     attention (no graph break); scores of new lengths equal eager ones and compile nothing new."""
     from torch._dynamo.utils import counters
@@ -326,7 +340,7 @@ def test_compiled_layers_score_as_eager(v2_model_dir: Path, v2_reranker: MxbaiRe
     for lengths in ((2, 30, 7, 90), (11, 1, 250), (400,)):  # lengths the load-time warm-up never saw
         docs = [_text(rng, n) for n in lengths]
         queries = ["how do I read csv files?"] * (len(docs) - 1) + ["zip"]
-        _assert_close(compiled.score_pairs(queries, docs), v2_reranker.score_pairs(queries, docs))
+        _assert_close(compiled.score_pairs(queries, docs), padded_reranker.score_pairs(queries, docs))
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]  # no recompiling
     # With gradients on (the attention operator has no backward), compiled layers run the eager
     # attention between graphs and back-propagate.
@@ -413,7 +427,7 @@ class _StreamsOnCpu(PackedBackend):
 
 
 def test_streamed_calls_score_as_one_call(
-    v2_model_dir: Path, v2_reranker: MxbaiRerankV2, monkeypatch: pytest.MonkeyPatch
+    v2_model_dir: Path, padded_reranker: MxbaiRerankV2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """encode_and_score in slices (tokenizing one while the device runs the previous) gives the
     scores of one encode + score, in input order, for rank() and score_pairs() alike."""
@@ -426,10 +440,10 @@ def test_streamed_calls_score_as_one_call(
     docs = [_text(rng, rng.randint(1, 120)) for _ in range(30)]
     queries = [["how do I read csv files?", "zip", "threads"][i % 3] for i in range(30)]
     _assert_close(streamed.score_pairs(queries, docs, instruction="code search"),
-                  v2_reranker.score_pairs(queries, docs, instruction="code search"))  # fmt: skip
+                  padded_reranker.score_pairs(queries, docs, instruction="code search"))  # fmt: skip
     assert backend.slices == [7, 7, 7, 7, 2]
     ranked = streamed.rank("zip", docs, top_k=30, sort=False)
-    want = v2_reranker.rank("zip", docs, top_k=30, sort=False)
+    want = padded_reranker.rank("zip", docs, top_k=30, sort=False)
     _assert_close(np.array([r.score for r in ranked]), np.array([r.score for r in want]))
     backend.slices.clear()
     assert len(streamed.score_pairs(queries[:7], docs[:7])) == 7 and backend.slices == [7]  # one slice: not streamed

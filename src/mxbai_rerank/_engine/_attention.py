@@ -314,71 +314,18 @@ def packed_attention_forward(
     """transformers' attention-function signature. ``query``: (1, Hq, T, D); ``key``, ``value``:
     (1, Hkv, T, D). Returns ((1, T, Hq, D), None) for a packed call; anything else goes to SDPA.
 
-    Compiled layers trace it (:meth:`~._packed.PackedBackend.compile`): then the offsets come from
-    the ``cu_seq_lens_q``/``max_length_q`` keywords the packed head passes, and the attention is
-    one operator inside the layer's graph (:func:`_varlen_op`), so a layer is one graph, not two
-    around an eager call. With gradients enabled (the operator has no backward) compiled layers
-    call the eager path between two graphs instead.
+    Eagerly, the offsets come from :func:`packed_call` (counting the layers that saw them).
+    Compiled layers trace this function (:meth:`~._packed.PackedBackend.compile`): then the
+    offsets come from the ``cu_seq_lens_q``/``max_length_q`` keywords the packed head passes, and
+    the attention is one operator in the layer's graph (:func:`_varlen_op`), so a layer is one
+    graph, not two around an eager call. With gradients enabled (the operator has no backward)
+    compiled layers call this function eagerly, between two graphs.
     """
-    if torch.compiler.is_compiling():
-        if torch.is_grad_enabled():  # the operator has no backward: autograd goes through the eager kernels
-            return _packed_attention_eager_outside_graph(module, query, key, value, attention_mask, dropout, scaling,
-                                                         sliding_window, **kwargs)  # fmt: skip
-        return _packed_attention_traced(module, query, key, value, attention_mask, dropout, scaling, sliding_window,
-                                        **kwargs)  # fmt: skip
-    return _packed_attention_eager(module, query, key, value, attention_mask, dropout, scaling, sliding_window,
-                                   **kwargs)  # fmt: skip
-
-
-def _packed_attention_traced(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    sliding_window: int | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    cu = kwargs.get("cu_seq_lens_q")
-    if cu is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
-    _check_packed(query, key, dropout, sliding_window)
-    q = query[0].transpose(0, 1)  # (T, Hq, D)
-    k = key[0].transpose(0, 1)  # (T, Hkv, D)
-    v = value[0].transpose(0, 1)
-    scale = q.shape[-1] ** -0.5 if scaling is None else float(scaling)
-    out = _varlen_op(q, k, v, cu, kwargs.get("max_length_q") or q.shape[0], scale)  # (T, Hq, D)
-    return out.unsqueeze(0), None
-
-
-def _check_packed(query: torch.Tensor, key: torch.Tensor, dropout: float, sliding_window: int | None) -> None:
-    if query.shape[0] != 1 or key.shape[2] != query.shape[2]:
-        raise ValueError(f"a packed call holds one row and no cache, got query {tuple(query.shape)}, key "
-                         f"{tuple(key.shape)}")  # fmt: skip
-    if sliding_window is not None:
-        raise ValueError("packed attention does not implement sliding windows")
-    if dropout:
-        raise ValueError("packed attention runs without dropout")
-
-
-def _packed_attention_eager(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    sliding_window: int | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    call = _CURRENT.get()
+    compiling = torch.compiler.is_compiling()
+    if compiling and torch.is_grad_enabled():
+        return _packed_attention_outside_graph(module, query, key, value, attention_mask, dropout, scaling,
+                                               sliding_window, **kwargs)  # fmt: skip
+    call = None if compiling else _CURRENT.get()  # a graph cannot read the context variable
     cu = kwargs.get("cu_seq_lens_q")
     if call is None and cu is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -390,17 +337,27 @@ def _packed_attention_eager(
         call.layers += 1
         cu, cu_host, max_length = call.cu_seqlens, call.cu_host, call.max_length
     else:
-        cu_host, max_length = None, int(kwargs.get("max_length_q") or 0)
-    _check_packed(query, key, dropout, sliding_window)
+        cu_host, max_length = None, kwargs.get("max_length_q") or 0  # symbolic while compiling
+    if query.shape[0] != 1 or key.shape[2] != query.shape[2]:
+        raise ValueError(f"a packed call holds one row and no cache, got query {tuple(query.shape)}, key "
+                         f"{tuple(key.shape)}")  # fmt: skip
+    if sliding_window is not None:
+        raise ValueError("packed attention does not implement sliding windows")
+    if dropout:
+        raise ValueError("packed attention runs without dropout")
     q = query[0].transpose(0, 1)  # (T, Hq, D)
     k = key[0].transpose(0, 1)  # (T, Hkv, D)
     v = value[0].transpose(0, 1)
-    out = varlen_attention(q, k, v, cu, cu_host, max_length or q.shape[0], scaling)  # (T, Hq, D)
+    if compiling:
+        scale = q.shape[-1] ** -0.5 if scaling is None else float(scaling)
+        out = _varlen_op(q, k, v, cu, max_length or q.shape[0], scale)  # (T, Hq, D)
+    else:
+        out = varlen_attention(q, k, v, cu, cu_host, int(max_length) or q.shape[0], scaling)
     return out.unsqueeze(0), None
 
 
-# The eager path as compiled code calls it with gradients enabled: outside the graph.
-_packed_attention_eager_outside_graph = torch.compiler.disable(_packed_attention_eager)
+# The function as compiled layers call it with gradients enabled: eagerly, outside the graph.
+_packed_attention_outside_graph = torch.compiler.disable(packed_attention_forward)
 
 _registered = False
 

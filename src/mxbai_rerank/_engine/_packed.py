@@ -154,10 +154,10 @@ class PackedBackend:
         top-100 query 56.8 -> 35.8 ms, pre-tokenized throughput 28.6% -> 41.7% of bf16 peak, for
         10-20 s of compiling at load (loads took 25 s in the first process on the machine, 17 s
         once inductor's on-disk cache was warm, against 5 s eagerly); later calls of new lengths
-        reuse the graphs (``dynamic=True``). The packed attention runs eagerly between the
-        compiled parts (``torch.compiler.disable``), so the graphs never depend on the packed offsets. Raises
-        ``ValueError`` where calls would not run packed (nothing to gain, and the padded path's
-        masks and caches would recompile).
+        reuse the graphs (``dynamic=True``). Each layer is one graph holding the packed attention
+        as an operator (see ``_attention.packed_attention_forward``), so the graphs take the packed
+        offsets as inputs. Raises ``ValueError`` where calls would not run packed (nothing to gain,
+        and the padded path's masks and caches would recompile).
         """
         if not self.packs(engine):
             reason = _cannot_pack(engine) or "no varlen kernel serves this device"
