@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 HUB_KWARGS = ("revision", "token", "cache_dir", "trust_remote_code", "local_files_only", "subfolder", "proxies")
 
 # Most pairs, and characters, per slice where encoding overlaps the device's work (a backend
-# with ``stream``): while the device runs a slice, the host tokenizes the next and enqueues it.
+# whose ``streams(engine)`` is true, with a ``launch`` that does not wait for the device): while
+# the device runs a slice, the host tokenizes the next and enqueues it.
 # On an H200 host (base shape, compiled) enqueueing a pass takes about 20 ms and tokenizing about
 # 0.1 ms per 700 characters, while the device needs about 0.4 ms a pair of 170 tokens: slices of
 # 256 pairs or 200,000 characters (about 50,000 tokens) keep the device busy from the second

@@ -8,7 +8,9 @@ A backend is asked three things (see :class:`Backend`):
 3. ``run(engine, encoded, ...)`` - turn encoded pairs into raw scores, in input order.
 
 Optional hooks: ``compile(engine)`` (``compile=True``) and ``compile_pays(engine)`` (whether the
-default ``compile=None`` compiles; the packed backend: packed calls on CUDA).
+default ``compile=None`` compiles; the packed backend: packed calls on CUDA); ``streams(engine)``
+with ``launch(engine, encoded, ...)`` -> scores on the device, not waited for (the engine then
+tokenizes the next slice of a large call while the device runs the previous one).
 
 The engine owns everything around it (tokenization, the non-finite check, inference mode,
 serialising forward passes), so a backend only decides how tensors meet the model.
