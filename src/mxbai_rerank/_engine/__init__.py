@@ -239,7 +239,7 @@ class ScoringEngine:
 
     def _compile_if_it_pays(self) -> None:
         """``compile=None``: compile where the backend says it pays (the packed backend: packed
-        calls on CUDA; on an H200 a cold top-100 query's GPU time fell from 56.8 to 35.8 ms, for
+        calls on CUDA; on an H200 a cold top-100 query's GPU time fell from 56.8 to 36-37 ms, for
         10-25 s once at load); when compiling fails there (no Triton, an unsupported GPU), run
         eagerly and say why."""
         pays = getattr(self.backend, "compile_pays", None)

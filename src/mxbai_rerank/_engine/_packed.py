@@ -151,7 +151,7 @@ class PackedBackend:
         """``torch.compile(dynamic=True)`` every decoder layer, then compile them on warm-up calls.
 
         Measured on an H200 (base shape, bf16, ``bench_gpu_breakdown.py``): device time of a cold
-        top-100 query 56.8 -> 35.8 ms, pre-tokenized throughput 28.6% -> 41.7% of bf16 peak, for
+        top-100 query 56.8 -> 36-37 ms, pre-tokenized throughput 28.6% -> 41-42% of bf16 peak, for
         10-20 s of compiling at load (loads took 25 s in the first process on the machine, 17 s
         once inductor's on-disk cache was warm, against 5 s eagerly); later calls of new lengths
         reuse the graphs (``dynamic=True``). Each layer is one graph holding the packed attention
