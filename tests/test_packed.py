@@ -354,6 +354,19 @@ def test_compiled_layers_score_as_eager(v2_model_dir: Path, padded_reranker: Mxb
     )
 
 
+def test_the_attention_operator_matches_its_shape_function() -> None:
+    """opcheck: the operator compiled layers call agrees with its fake (shape) function, strides
+    included, on the model's strided (T, H, D) views, and gives the reference attention."""
+    from mxbai_rerank._engine._attention import _varlen_op
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, h, 11, 16, generator=gen)[0].transpose(0, 1) for h in (4, 2, 2))
+    cu = torch.tensor([0, 4, 11], dtype=torch.int32)
+    torch.library.opcheck(_varlen_op, (q, k, v, cu, 7, 0.25))
+    want = reference_varlen_attention(q, k, v, [0, 4, 11], 0.25)
+    assert torch.allclose(_varlen_op(q, k, v, cu, 7, 0.25), want) and _varlen_op(q, k, v, cu, 7, 0.25).is_contiguous()
+
+
 class _FailsToCompile(PackedBackend):
     """The packed backend told that compiling pays on this CPU (the real rule: CUDA only), whose
     forward passes fail after the first, so compiling fails in its warm-up after the layers were

@@ -285,11 +285,9 @@ def _varlen_op(
 ) -> torch.Tensor:  # fmt: skip
     """:func:`varlen_attention` as one opaque operator: compiled layers call it whole, so their
     graphs hold the attention without tracing the kernels' Python wrappers or the reference
-    path's host offsets. The result has ``query``'s strides (as its shape function says)."""
-    out = varlen_attention(query, key, value, cu_seqlens, None, max_length, scale)
-    if out.stride() != query.stride():  # a kernel that ran on contiguous copies
-        out = torch.empty_like(query).copy_(out)
-    return out
+    path's host offsets. The result is contiguous (T, Hq, D), as its shape function says: the
+    torch kernel's output already is (it runs on contiguous copies), so nothing is copied."""
+    return varlen_attention(query, key, value, cu_seqlens, None, max_length, scale).contiguous()
 
 
 @_varlen_op.register_fake
@@ -297,7 +295,7 @@ def _varlen_op_shape(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor, max_length: int,
     scale: float,
 ) -> torch.Tensor:  # fmt: skip
-    return torch.empty_like(query)
+    return query.new_empty(query.shape)  # contiguous
 
 
 def packed_attention_forward(
