@@ -17,8 +17,10 @@ take turns and together never hold more than one token budget of activations.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -269,23 +271,15 @@ class ScoringEngine:
         """(N,) float32 raw scores in input order; raises :class:`NonFiniteScoreError`."""
         if len(encoded) == 0:
             return np.zeros(0, dtype=np.float32)
-        if batch_size is not None and batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if max_batch_tokens is not None and max_batch_tokens <= 0:
-            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
-        with self._forward_lock, torch.inference_mode():
-            training = self.model.training
-            self.model.eval()  # no dropout while scoring, even between training steps
-            try:
-                scores = self.backend.run(
-                    self,
-                    encoded,
-                    max_batch_tokens=max_batch_tokens or self.max_batch_tokens,
-                    batch_size=batch_size or len(encoded),
-                    show_progress=show_progress,
-                )
-            finally:
-                self.model.train(training)
+        _check_budgets(batch_size, max_batch_tokens)
+        with self._forward():
+            scores = self.backend.run(
+                self,
+                encoded,
+                max_batch_tokens=max_batch_tokens or self.max_batch_tokens,
+                batch_size=batch_size or len(encoded),
+                show_progress=show_progress,
+            )
         return self._checked(scores)
 
     def encode_and_score(
@@ -309,25 +303,29 @@ class ScoringEngine:
                 self.encode(queries, documents, instruction),
                 batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress=show_progress,
             )  # fmt: skip
-        if batch_size is not None and batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if max_batch_tokens is not None and max_batch_tokens <= 0:
-            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        _check_budgets(batch_size, max_batch_tokens)
         parts: list[torch.Tensor] = []
+        with self._forward():
+            for a, b in tqdm(slices, desc="Ranking", unit="slice", disable=not show_progress):
+                encoded = self.encode(queries[a:b], documents[a:b], instruction)
+                parts.append(self.backend.launch(  # type: ignore[attr-defined]
+                    self, encoded, max_batch_tokens=max_batch_tokens or self.max_batch_tokens,
+                    batch_size=batch_size or len(encoded),
+                ))  # fmt: skip
+            scores = torch.cat(parts).cpu().numpy()  # the one synchronisation
+        return self._checked(scores)
+
+    @contextlib.contextmanager
+    def _forward(self) -> Iterator[None]:
+        """Forward passes of one call: serialised (the lock), in inference mode, the model in eval
+        mode (no dropout while scoring, even between training steps) and back as it was after."""
         with self._forward_lock, torch.inference_mode():
             training = self.model.training
             self.model.eval()
             try:
-                for a, b in tqdm(slices, desc="Ranking", unit="slice", disable=not show_progress):
-                    encoded = self.encode(queries[a:b], documents[a:b], instruction)
-                    parts.append(self.backend.launch(  # type: ignore[attr-defined]
-                        self, encoded, max_batch_tokens=max_batch_tokens or self.max_batch_tokens,
-                        batch_size=batch_size or len(encoded),
-                    ))  # fmt: skip
-                scores = torch.cat(parts).cpu().numpy()  # the one synchronisation
+                yield
             finally:
                 self.model.train(training)
-        return self._checked(scores)
 
     def _checked(self, scores: np.ndarray) -> np.ndarray:
         bad = np.flatnonzero(~np.isfinite(scores))
@@ -337,6 +335,13 @@ class ScoringEngine:
                 f"the checkpoint may be broken or overflow in {self.dtype} (try torch_dtype='float32')"
             )
         return scores
+
+
+def _check_budgets(batch_size: int | None, max_batch_tokens: int | None) -> None:
+    if batch_size is not None and batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if max_batch_tokens is not None and max_batch_tokens <= 0:
+        raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
 
 
 def _is_onnx_folder(model_id: str, hub_kwargs: dict[str, Any]) -> bool:

@@ -186,11 +186,7 @@ class PackedBackend:
     def compile_pays(self, engine: ScoringEngine) -> bool:
         """Whether ``compile=None`` (the default) compiles: calls on ``engine`` run packed on CUDA
         through a varlen kernel (not the reference attention, which compiling does not speed up)."""
-        return (
-            engine.device.type == "cuda"
-            and self.packs(engine)
-            and varlen_kernel(engine.device, engine.dtype) is not None
-        )
+        return self.streams(engine) and varlen_kernel(engine.device, engine.dtype) is not None
 
     def streams(self, engine: ScoringEngine) -> bool:
         """Whether :meth:`launch` returns before the device finishes (packed calls on CUDA), so the
