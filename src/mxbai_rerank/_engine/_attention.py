@@ -201,11 +201,7 @@ def _torch_varlen_kernel() -> _Kernel | None:
     return run
 
 
-# Candidates in order of preference: (name, factory).
-_KERNELS: list[tuple[str, Callable[[], _Kernel | None]]] = [
-    ("flash_attn", _flash_attn_kernel),
-    ("torch", _torch_varlen_kernel),
-]
+_KERNELS: dict[str, Callable[[], _Kernel | None]] = {"flash_attn": _flash_attn_kernel, "torch": _torch_varlen_kernel}
 _chosen: dict[tuple[str, int | None, torch.dtype], tuple[str, _Kernel] | None] = {}
 _chosen_lock = threading.Lock()
 
@@ -243,7 +239,7 @@ def _kernel_for(device: torch.device, dtype: torch.dtype) -> tuple[str, _Kernel]
         if torch.cuda.get_device_capability(index) < (8, 0):
             logger.info("GPU %d is older than sm80: no varlen kernel, packed attention uses the reference", index)
         else:
-            for name, make in _KERNELS:
+            for name, make in _KERNELS.items():
                 kernel = make()
                 if kernel is None:
                     continue

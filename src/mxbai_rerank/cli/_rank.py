@@ -126,7 +126,7 @@ def rank(
         max_batch_tokens=max_batch_tokens,
         family=family,
         backend=backend,
-        compile=False,  # one query: compiling (about 13 s on a GPU) would not pay for itself
+        compile=False,  # one query: compiling (10-25 s on a GPU) would not pay for itself
     )
     results = reranker.rank(
         query,
