@@ -344,14 +344,12 @@ def test_compiled_layers_score_as_eager(v2_model_dir: Path, padded_reranker: Mxb
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]  # no recompiling
     # With gradients on (the attention operator has no backward), compiled layers run the eager
     # attention between graphs and back-propagate.
-    seqs = [list(ids) for ids in compiled.encode_pairs(["zip", "zip"], ["a zip archive", "csv"]).input_ids]
-    chunk = build_chunk(seqs, [0, 1])
+    encoded = compiled.encode_pairs(["zip", "zip"], ["a zip archive", "csv"])
+    chunk = build_chunk(encoded.input_ids, [0, 1])
     with packed_call(chunk.cu_seqlens, chunk.cu_host, chunk.max_length):
         out = engine.head.forward_packed(chunk.input_ids, chunk.position_ids, chunk.cu_seqlens, chunk.max_length)
     out.sum().backward()
-    _assert_close(
-        out.detach().numpy(), compiled.score_encoded(compiled.encode_pairs(["zip", "zip"], ["a zip archive", "csv"]))
-    )
+    _assert_close(out.detach().numpy(), compiled.score_encoded(encoded))
 
 
 def test_the_attention_operator_matches_its_shape_function() -> None:
@@ -363,8 +361,8 @@ def test_the_attention_operator_matches_its_shape_function() -> None:
     q, k, v = (torch.randn(1, h, 11, 16, generator=gen)[0].transpose(0, 1) for h in (4, 2, 2))
     cu = torch.tensor([0, 4, 11], dtype=torch.int32)
     torch.library.opcheck(_varlen_op, (q, k, v, cu, 7, 0.25))
-    want = reference_varlen_attention(q, k, v, [0, 4, 11], 0.25)
-    assert torch.allclose(_varlen_op(q, k, v, cu, 7, 0.25), want) and _varlen_op(q, k, v, cu, 7, 0.25).is_contiguous()
+    got = _varlen_op(q, k, v, cu, 7, 0.25)
+    assert torch.allclose(got, reference_varlen_attention(q, k, v, [0, 4, 11], 0.25)) and got.is_contiguous()
 
 
 class _FailsToCompile(PackedBackend):
