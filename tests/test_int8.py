@@ -151,6 +151,56 @@ def test_gated_mlp_is_the_composition_of_int8_products(compiled: bool) -> None:
     torch.testing.assert_close(_int8.Int8GatedMLP(mlp)(x).double(), expected, atol=2e-3, rtol=1e-4)
 
 
+def _dequantized(weight: torch.Tensor) -> torch.Tensor:
+    """The int8 per-channel weight as float64: what a refined row is multiplied by."""
+    weight = weight.double()
+    sw = weight.abs().amax(1, keepdim=True) / 127
+    return torch.round(weight / sw) * sw
+
+
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
+def test_refined_rows_carry_about_15_bit_activations(kernel: str, compiled: bool) -> None:
+    """Refined rows: x times the int8 weight with x nearly exact (two int8 terms); the other
+    rows: the same bits as without refinement."""
+    assert compiled, "torch.compile of the int8 kernels failed here"
+    gen = torch.Generator().manual_seed(4)
+    weight, bias = torch.randn(24, 40, generator=gen), torch.randn(24, generator=gen)
+    x = torch.randn(9, 40, generator=gen)
+    rows = torch.tensor([1, 4, 8])
+    fn = _int8._linear_eager if kernel == "eager" else _int8._Kernels.linear
+    plain = fn(x, *_int8._Weight(weight).args(), bias)
+    refined = fn(x, *_int8._Weight(weight).args(), bias, rows)
+    others = [i for i in range(9) if i not in rows.tolist()]
+    assert torch.equal(refined[others], plain[others])
+    exact_x = x.double() @ _dequantized(weight).T + bias.double()  # only the weight rounded
+    plain_err = (plain[rows].double() - exact_x[rows]).abs().max()
+    refined_err = (refined[rows].double() - exact_x[rows]).abs().max()
+    assert refined_err < plain_err / 30, (refined_err, plain_err)
+    torch.testing.assert_close(refined[rows].double(), exact_x[rows], atol=2e-3, rtol=1e-4)
+
+
+def test_refined_rows_in_the_gated_mlp(compiled: bool) -> None:
+    assert compiled, "torch.compile of the int8 kernels failed here"
+    gen = torch.Generator().manual_seed(5)
+    gate_up, down = torch.randn(96, 32, generator=gen), torch.randn(32, 48, generator=gen)
+    x = torch.randn(7, 32, generator=gen)
+    rows = torch.tensor([0, 6])
+    args = (_int8._Weight(gate_up).args(), _int8._Weight(down).args())
+    plain, refined = _int8._Kernels.gated_mlp(x, *args), _int8._Kernels.gated_mlp(x, *args, rows)
+    assert torch.equal(refined[1:6], plain[1:6])
+    gate, up = (x.double() @ _dequantized(gate_up).T).chunk(2, dim=-1)
+    exact_x = (torch.nn.functional.silu(gate) * up) @ _dequantized(down).T
+    plain_err = (plain[rows].double() - exact_x[rows]).abs().max()
+    refined_err = (refined[rows].double() - exact_x[rows]).abs().max()
+    assert refined_err < plain_err / 30, (refined_err, plain_err)
+
+
+def test_tail_rows() -> None:
+    """Flat positions of each row's last ``tail`` tokens in a right-padded batch."""
+    assert _int8.tail_rows(torch.tensor([3, 5, 1]), 5, 2).tolist() == [1, 2, 8, 9, 10]
+    assert _int8.tail_rows(torch.tensor([4]), 6, 0).tolist() == []
+
+
 # --- int8: the backend on the fixtures ---------------------------------------------------
 
 
@@ -182,8 +232,24 @@ def test_int8_backend_quantizes_the_blocks_after_the_first(int8_pair) -> None:
     if name == "v2":
         assert all(isinstance(b.mlp, _int8.Int8GatedMLP) for b in blocks[1:])
     assert engine.backend.quantized > 0
+    assert engine.backend.tail == 0  # refining is opt-in
     assert all(np.isfinite(g).all() for g in got)
     assert max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True)) > 1e-4  # it is int8
+
+
+def test_refining_the_prompt_tail_brings_v2_scores_nearer_float32(int8_pair, workload) -> None:
+    """``exact_tail=None``: v2 refines its 55-token prompt tail (v1 has none) and moves nearer float32."""
+    name, reference, _, ref, unrefined = int8_pair
+    backend = _int8.Int8Backend(exact_tail=None)
+    refined = load(str(reference.engine.model_id), backend=backend, torch_dtype=GATE_DTYPE)
+    assert backend.tail == (len(refined.engine.encoder.tail_ids) if name == "v2" else 0)
+    got = _scores(refined, workload)
+    err = [float(np.abs(r - g).mean()) for r, g in zip(ref, got, strict=True)]
+    err_unrefined = [float(np.abs(r - g).mean()) for r, g in zip(ref, unrefined, strict=True)]
+    if name == "v1":  # nothing refined: the same numbers
+        assert err == err_unrefined
+    else:
+        assert sum(err) < 0.7 * sum(err_unrefined), (err, err_unrefined)
 
 
 def test_int8_ranking_gate(int8_pair) -> None:
@@ -208,6 +274,8 @@ def test_int8_scores_do_not_depend_on_the_batch(int8_pair, workload) -> None:
 def test_int8_backend_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match="skip_first"):
         _int8.Int8Backend(skip_first=-1)
+    with pytest.raises(ValueError, match="exact_tail"):
+        _int8.Int8Backend(exact_tail=-1)
     with pytest.raises(ValueError, match="no transformer blocks"):
         _int8.quantize_blocks(nn.Sequential(nn.Linear(2, 2)))
 

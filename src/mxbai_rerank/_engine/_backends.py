@@ -230,8 +230,12 @@ class PaddedBackend:
                 if buckets:
                     batch = self._bucketed(batch, group.prefix_length, max_batch_tokens, engine.pad_token_id)
                 index = torch.tensor([group.members[r] for r in rows], device=device)
-                scores[index] = engine.head(batch.to(device), group.prefix)[: len(rows)]
+                scores[index] = self._score_batch(engine, batch.to(device), group.prefix)[: len(rows)]
         return scores.cpu().numpy()  # one synchronisation per call
+
+    def _score_batch(self, engine: ScoringEngine, batch: Batch, prefix: Any | None) -> torch.Tensor:
+        """(B,) raw scores of one right-padded batch after its group's prefix (a subclass hook)."""
+        return engine.head(batch, prefix)
 
     @staticmethod
     def _bucketed(batch: Batch, context: int, max_tokens: int, pad_id: int) -> Batch:
