@@ -70,7 +70,7 @@ def _definition(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """Per-token int8 activations times per-channel int8 weights, in float64."""
     x, weight = x.double(), weight.double()
     sx = x.abs().amax(1, keepdim=True) / 127
-    sw = weight.abs().amax(1, keepdim=True) / 127
+    sw = weight.abs().amax(1, keepdim=True) / _int8.weight_qmax()
     y = (torch.round(x / sx) @ torch.round(weight / sw).T) * sx * sw.T
     return y if bias is None else y + bias.double()
 
@@ -154,7 +154,7 @@ def test_gated_mlp_is_the_composition_of_int8_products(compiled: bool) -> None:
 def _dequantized(weight: torch.Tensor) -> torch.Tensor:
     """The int8 per-channel weight as float64: what a refined row is multiplied by."""
     weight = weight.double()
-    sw = weight.abs().amax(1, keepdim=True) / 127
+    sw = weight.abs().amax(1, keepdim=True) / _int8.weight_qmax()
     return torch.round(weight / sw) * sw
 
 
@@ -193,6 +193,29 @@ def test_refined_rows_in_the_gated_mlp(compiled: bool) -> None:
     plain_err = (plain[rows].double() - exact_x[rows]).abs().max()
     refined_err = (refined[rows].double() - exact_x[rows]).abs().max()
     assert refined_err < plain_err / 30, (refined_err, plain_err)
+
+
+def test_avx2_kernels_get_7_bit_weights_and_stay_exact() -> None:
+    """With oneDNN held to AVX2 (no VNNI: its int8 product saturates int16 pair sums), the probe
+    picks 7-bit weights, and a product of 8-bit-range activations then matches its definition."""
+    import os
+    import subprocess
+
+    code = (
+        "import torch\n"
+        "from mxbai_rerank._engine import _int8\n"
+        "assert _int8.weight_qmax() == 63.0, _int8.weight_qmax()\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "w, x = torch.randn(64, 256, generator=g), torch.randn(32, 256, generator=g)\n"
+        "got = _int8._linear_eager(x, *_int8._Weight(w).args(), None).double()\n"
+        "sx = x.double().abs().amax(1, keepdim=True) / 127\n"
+        "sw = w.double().abs().amax(1, keepdim=True) / 63\n"
+        "want = (torch.round(x.double() / sx) @ torch.round(w.double() / sw).T) * sx * sw.T\n"
+        "assert (got - want).abs().max() < 1e-3, (got - want).abs().max()\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_tail_rows() -> None:

@@ -6,7 +6,7 @@ VNNI / AMX-INT8 kernels where the CPU has them). Each ``nn.Linear`` of block 1 o
 an :class:`Int8Linear`:
 
 * weights: int8 per output channel, symmetric, ``w_scale[n] = max_k |W[n, k]| / 127``, prepacked
-  once for oneDNN;
+  once for oneDNN (63 instead of 127 on CPUs whose int8 kernels would saturate: :func:`weight_qmax`);
 * activations: int8 per token (per row), at run time, ``x_scale[m] = max_k |x[m, k]| / 127``;
 * ``y[m, n] = x_scale[m] * w_scale[n] * sum_k qx[m, k] * qw[n, k]``, summed exactly in int32.
 
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import mmap
@@ -73,6 +74,7 @@ __all__ = [
     "TorchAoInt8Backend",
     "quantize_blocks",
     "tail_rows",
+    "weight_qmax",
 ]
 
 logger = logging.getLogger(__name__)
@@ -105,12 +107,33 @@ def _(
     return qx.new_empty((qx.shape[0], w_scale.shape[0]), dtype=out_dtype)
 
 
+@functools.cache
+def weight_qmax() -> float:
+    """The largest int8 weight magnitude this CPU's oneDNN kernels multiply exactly: 127, or 63.
+
+    Without VNNI / AMX-INT8 (AVX2 only), oneDNN multiplies int8 with ``vpmaddubsw``, which adds
+    two u8 x s8 products into a saturating int16: activations shifted to u8 (up to 255) times
+    weights near 127 overflow it, and the product is silently wrong. Weights of at most 63 never
+    do (255 * 63 * 2 < 32768). Decided once per process by a probe product built to overflow."""
+    k = 64
+    qx = torch.full((2, k), 127, dtype=torch.int8)
+    qx[1, ::2] = -127
+    qw = torch.full((2, k), 127, dtype=torch.int8)
+    qw[1, ::3] = -127
+    ones = torch.ones(2)
+    got = _int8_matmul(qx, torch.ops.onednn.qlinear_prepack(qw, None), ones, ones.long() * 0, torch.float32)
+    if torch.equal(got.double(), qx.double() @ qw.double().T):
+        return _QMAX
+    logger.info("int8: this CPU's int8 kernels saturate (no VNNI); weights use 7 bits (-63..63)")
+    return 63.0
+
+
 class _Weight:
     """One int8 weight, ready for :func:`_int8_matmul` (see the module docstring)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         weight = weight.detach().float()  # (N, K)
-        self.scale = weight.abs().amax(dim=1).clamp_min(1e-12) / _QMAX  # (N,) float32
+        self.scale = weight.abs().amax(dim=1).clamp_min(1e-12) / weight_qmax()  # (N,) float32
         self.zero = torch.zeros_like(self.scale, dtype=torch.long)
         # oneDNN's blocked layout: an opaque tensor that cannot be moved, saved or trained.
         self.packed = torch.ops.onednn.qlinear_prepack(torch.round(weight / self.scale[:, None]).to(torch.int8), None)
