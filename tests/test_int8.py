@@ -66,12 +66,18 @@ def test_kendall_tau() -> None:
 # --- int8: the kernels -------------------------------------------------------------------
 
 
+def _dequantized(weight: torch.Tensor) -> torch.Tensor:
+    """The int8 per-channel weight as float64 (the range this CPU's kernels take)."""
+    weight = weight.double()
+    sw = weight.abs().amax(1, keepdim=True) / _int8.weight_qmax()
+    return torch.round(weight / sw) * sw
+
+
 def _definition(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Per-token int8 activations times per-channel int8 weights, in float64."""
-    x, weight = x.double(), weight.double()
+    x = x.double()
     sx = x.abs().amax(1, keepdim=True) / 127
-    sw = weight.abs().amax(1, keepdim=True) / _int8.weight_qmax()
-    y = (torch.round(x / sx) @ torch.round(weight / sw).T) * sx * sw.T
+    y = (torch.round(x / sx) * sx) @ _dequantized(weight).T
     return y if bias is None else y + bias.double()
 
 
@@ -149,13 +155,6 @@ def test_gated_mlp_is_the_composition_of_int8_products(compiled: bool) -> None:
     )
     expected = _definition(h, mlp.down_proj.weight, None).reshape(3, 6, 32)
     torch.testing.assert_close(_int8.Int8GatedMLP(mlp)(x).double(), expected, atol=2e-3, rtol=1e-4)
-
-
-def _dequantized(weight: torch.Tensor) -> torch.Tensor:
-    """The int8 per-channel weight as float64: what a refined row is multiplied by."""
-    weight = weight.double()
-    sw = weight.abs().amax(1, keepdim=True) / _int8.weight_qmax()
-    return torch.round(weight / sw) * sw
 
 
 @pytest.mark.parametrize("kernel", ["eager", "compiled"])

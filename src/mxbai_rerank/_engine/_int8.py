@@ -22,7 +22,7 @@ Refined rows: in v2 prompts the positions after the document (separator, task pr
 suffix) hold the same tokens for every document, and the score is read at the last of them; the
 document reaches them only as small differences in their activations, smaller than one step of a
 per-token 7-bit scale. :class:`Int8Backend` therefore gives those rows a second int8 term (the
-first rounding's remainder, quantized again: about 15-bit activations, see :func:`_refine`),
+first rounding's remainder, quantized again: about 15-bit activations, see :func:`_product`),
 which costs one more int8 product over about a third of the rows. The weights stay int8. It is
 opt-in (``Int8Backend(exact_tail=None)``; see there for what it measured).
 
@@ -120,8 +120,8 @@ def weight_qmax() -> float:
     qx[1, ::2] = -127
     qw = torch.full((2, k), 127, dtype=torch.int8)
     qw[1, ::3] = -127
-    ones = torch.ones(2)
-    got = _int8_matmul(qx, torch.ops.onednn.qlinear_prepack(qw, None), ones, ones.long() * 0, torch.float32)
+    packed = torch.ops.onednn.qlinear_prepack(qw, None)
+    got = _int8_matmul(qx, packed, torch.ones(2), torch.zeros(2, dtype=torch.long), torch.float32)
     if torch.equal(got.double(), qx.double() @ qw.double().T):
         return _QMAX
     logger.info("int8: this CPU's int8 kernels saturate (no VNNI); weights use 7 bits (-63..63)")
@@ -150,22 +150,24 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(xf / scale).to(torch.int8), scale  # |xf / scale| <= 127 by construction
 
 
-def _refine(
+def _product(
     x: torch.Tensor,
-    qx: torch.Tensor,
-    scale: torch.Tensor,
     weight: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    rows: torch.Tensor,
-    y: torch.Tensor,
+    rows: torch.Tensor | None,
+    out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``y`` (M, N) float32 with a second int8 term added on ``rows`` (R,) int64.
-
-    The second term is the product of what the first quantization of those rows left over
-    (``x - qx * scale``, quantized per row again), so their activations carry about 15 bits
-    instead of 7 at the cost of R more rows of int8 product; the weights stay int8."""
+    """(M, K) float -> (M, N) float32: ``x @ W.T`` with x quantized per row, the int8 product in
+    ``out_dtype``; ``rows`` (R,) int64, if given: those rows get a second int8 term, the product
+    of what the first quantization left over (``x - qx * scale``, quantized per row again), so
+    their activations carry about 15 bits instead of 7 at the cost of R more rows of int8
+    product; the weights stay int8."""
+    qx, scale = _quantize_rows(x)
+    y = _int8_matmul(qx, *weight, out_dtype).float() * scale
+    if rows is None:
+        return y
     rest = x.float().index_select(0, rows) - qx.index_select(0, rows).float() * scale.index_select(0, rows)
     q_rest, rest_scale = _quantize_rows(rest)
-    return y.index_add(0, rows, _int8_matmul(q_rest, *weight, x.dtype).float() * rest_scale)
+    return y.index_add(0, rows, _int8_matmul(q_rest, *weight, out_dtype).float() * rest_scale)
 
 
 def _linear_eager(
@@ -176,12 +178,9 @@ def _linear_eager(
     bias: torch.Tensor | None,
     rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(M, K) -> (M, N) in x's dtype: ``x @ W.T + bias`` through per-row int8; ``rows`` (R,)
-    int64: rows refined by a second int8 term (:func:`_refine`)."""
-    qx, scale = _quantize_rows(x)
-    y = _int8_matmul(qx, packed, w_scale, w_zero, x.dtype).float() * scale
-    if rows is not None:
-        y = _refine(x, qx, scale, (packed, w_scale, w_zero), rows, y)
+    """(M, K) -> (M, N) in x's dtype: ``x @ W.T + bias`` through per-row int8; ``rows``: refined
+    rows (:func:`_product`)."""
+    y = _product(x, (packed, w_scale, w_zero), rows, x.dtype)
     if bias is not None:
         y = y + bias
     return y.to(x.dtype)
@@ -196,17 +195,8 @@ def _gated_mlp_eager(
     """(M, H) -> (M, H): ``down(silu(gate(x)) * up(x))`` with one int8 product for gate and up
     (their weights stacked: (2I, H)), the activation fused with the next quantization;
     ``rows`` as in :func:`_linear_eager`, for both products."""
-    qx, scale = _quantize_rows(x)
-    gu = _int8_matmul(qx, *gate_up, x.dtype).float() * scale  # (M, 2I)
-    if rows is not None:
-        gu = _refine(x, qx, scale, gate_up, rows, gu)
-    gate, up = gu.chunk(2, dim=-1)
-    h = torch.nn.functional.silu(gate) * up  # (M, I) float32
-    qh, h_scale = _quantize_rows(h)
-    y = _int8_matmul(qh, *down, x.dtype).float() * h_scale
-    if rows is not None:
-        y = _refine(h, qh, h_scale, down, rows, y)
-    return y.to(x.dtype)
+    gate, up = _product(x, gate_up, rows, x.dtype).chunk(2, dim=-1)  # (M, I) each
+    return _product(torch.nn.functional.silu(gate) * up, down, rows, x.dtype).to(x.dtype)
 
 
 def _rms_norm_eager(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -252,7 +242,7 @@ class _Kernels:
 
 
 class ExactRows:
-    """Which rows of the current forward pass get a second int8 term (see :func:`_refine`).
+    """Which rows of the current forward pass get a second int8 term (see :func:`_product`).
 
     One per quantized model, shared by its int8 modules; ``rows`` is set by
     :class:`Int8Backend` around each batch (flat indices into the batch's (B * T) positions)
@@ -397,7 +387,7 @@ class Int8Backend(PaddedBackend):
 
     ``skip_first``: how many leading transformer blocks stay in the engine's dtype (default 1).
     ``exact_tail``: how many last positions of every sequence get a second int8 term in every
-    int8 product (:func:`_refine`); 0 (default): none; ``None``: the family's fixed prompt tail
+    int8 product (:func:`_product`); 0 (default): none; ``None``: the family's fixed prompt tail
     after the document (the separator, task prompt and chat suffix of v2 models, 55 tokens; 0
     for v1). Those positions hold the same tokens for every document, so the document reaches
     them only as small differences in their activations, which per-token rounding to 7 bits
