@@ -217,6 +217,31 @@ def test_avx2_kernels_get_7_bit_weights_and_stay_exact() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_engine_calls_compile_nothing_after_the_warm_up(v2_model_dir: Path) -> None:
+    """The compiled kernels are warmed as an engine calls them (inference mode, its weights,
+    both dtypes), so scoring batches of shapes never seen compiles no new graph: past dynamo's
+    limit of 8 graphs per function a kernel would silently run eagerly. In a fresh process,
+    since other tests here call the kernels outside inference mode."""
+    import subprocess
+
+    code = (
+        "import sys, torch, torch._dynamo.utils as u\n"
+        "from mxbai_rerank import load\n"
+        "from mxbai_rerank.evaluation import generate_workload\n"
+        "w = generate_workload(3, 20, seed=1)\n"
+        "for dtype in ('bfloat16', 'float32'):\n"
+        "    r = load(sys.argv[1], backend='int8', torch_dtype=dtype)\n"
+        "    assert r.engine.backend.quantized > 0\n"
+        "    before = u.counters['frames']['total']\n"
+        "    for q, d in zip(w.queries, w.documents):\n"
+        "        r.score_pairs([q] * len(d), d)\n"
+        "    r.score_pairs([w.queries[0]], [w.documents[0][0]])\n"
+        "    assert u.counters['frames']['total'] == before, (dtype, before, dict(u.counters['frames']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(v2_model_dir)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_tail_rows() -> None:
     """Flat positions of each row's last ``tail`` tokens in a right-padded batch."""
     assert _int8.tail_rows(torch.tensor([3, 5, 1]), 5, 2).tolist() == [1, 2, 8, 9, 10]

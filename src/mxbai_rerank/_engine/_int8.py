@@ -222,23 +222,46 @@ class _Kernels:
         linear = torch.compile(_linear_eager, dynamic=True)
         gated_mlp = torch.compile(_gated_mlp_eager, dynamic=True)
         rms_norm = torch.compile(_rms_norm_eager, dynamic=True)
-        weight, stacked = _Weight(torch.ones(8, 16)), _Weight(torch.ones(32, 16))
         try:
-            # Two row counts each, so the first graphs are the dynamic ones every later call
-            # reuses; with and without refined rows (two more counts).
-            for rows in (3, 5):
-                for dtype in (torch.float32, torch.bfloat16):
-                    x = torch.randn(rows + 4, 16).to(dtype)
-                    for exact in (None, torch.arange(rows - 1)):
-                        for bias in (None, torch.zeros(8)):
-                            linear(x, *weight.args(), bias, exact)
-                        gated_mlp(x, stacked.args(), _Weight(torch.ones(16, 16)).args(), exact)
-                    rms_norm(x, torch.ones(16, dtype=dtype), 1e-6)
+            # Warmed as the engine calls them: a call that misses every graph compiles again,
+            # and past dynamo's recompile limit (8) runs eager code from then on.
+            cls._warm_up(linear, gated_mlp, rms_norm)
         except Exception as exc:  # inductor needs a C++ compiler; eager gives the same numbers, slower
             logger.warning("int8: torch.compile failed (%s: %s); quantizing eagerly (slower)", type(exc).__name__, exc)
             return False
         cls.linear, cls.gated_mlp, cls.rms_norm, cls.compiled = linear, gated_mlp, rms_norm, True
         return True
+
+    @staticmethod
+    def _warm_up(
+        linear: Callable[..., torch.Tensor],
+        gated_mlp: Callable[..., torch.Tensor],
+        rms_norm: Callable[..., torch.Tensor],
+    ) -> None:
+        """Call each kernel in every variant an engine calls, as an engine calls it, so that no
+        engine call compiles (past dynamo's recompile limit of 8 per function, a call would run
+        eager code from then on):
+        - weights made outside inference mode, activations inside it (dynamo guards on a
+          tensor's dispatch keys, which differ);
+        - 2 dtypes x refined rows or not x bias or not: the linear's 8 graphs;
+        - two row counts each, so the first graphs are the dynamic ones every later call reuses;
+        - sizes all different (dynamo guards on sizes it sees equal) and large enough that
+          inductor parallelizes the fused loops (it decides from these sizes: below
+          ``cpp.min_chunk_size`` elements it emits single-threaded loops, for every later size).
+        """
+        hidden, inner, out = 128, 192, 96
+        weight, down = _Weight(torch.ones(out, hidden)), _Weight(torch.ones(hidden, inner))
+        stacked, bias = _Weight(torch.ones(2 * inner, hidden)), torch.zeros(out)
+        norms = {dtype: torch.ones(hidden, dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+        with torch.inference_mode():
+            for rows in (64, 80):
+                for dtype, norm in norms.items():
+                    x = torch.randn(rows, hidden).to(dtype)
+                    for exact in (None, torch.arange(rows // 2)):
+                        for b in (None, bias):
+                            linear(x, *weight.args(), b, exact)
+                        gated_mlp(x, stacked.args(), down.args(), exact)
+                    rms_norm(x, norm, 1e-6)
 
 
 class ExactRows:
@@ -297,7 +320,8 @@ class FusedRMSNorm(nn.Module):
 
     def __init__(self, norm: nn.Module) -> None:
         super().__init__()
-        self.weight = norm.weight
+        # A buffer, not a Parameter: a plain tensor, as the compiled kernel was warmed with.
+        self.register_buffer("weight", norm.weight.detach())
         self.eps = float(norm.variance_epsilon)
 
     @staticmethod
@@ -305,7 +329,8 @@ class FusedRMSNorm(nn.Module):
         return type(module).__name__ == "Qwen2RMSNorm" and hasattr(module, "variance_epsilon")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Kernels.rms_norm(x, self.weight, self.eps)
+        # (..., H) as (M, H): one dynamic graph for every batch shape
+        return _Kernels.rms_norm(x.reshape(-1, x.shape[-1]), self.weight, self.eps).reshape(x.shape)
 
 
 def _blocks(model: nn.Module) -> nn.ModuleList:
