@@ -28,7 +28,9 @@ so read a failed gate together with the score spread it records.
 Options: ``--docs 100`` for 1 x 100 documents, ``--long 8192`` for documents of ~8k tokens,
 ``--shape large`` for the 1.5B shape, ``--shape tiny --docs 4`` for a smoke run in seconds,
 ``--model DIR`` for an existing v2 checkpoint (a published one, say) instead of the built
-one, ``--skip-upstream`` to measure this package alone (no comparison, no agreement check).
+one, ``--skip-upstream`` to measure this package alone (no comparison, no agreement check),
+``--skip-defaults`` without the defaults row (under ``ONEDNN_MAX_CPU_ISA=AVX2`` and friends,
+which emulate an AVX2-only CPU, the defaults still see the hardware's bf16 and pick it).
 
 Same model for both. The checkpoint comes from :func:`_common.benchmark_checkpoint`, whose
 config.json transformers 4.5x and 5.x read the same way (transformers 5 alone would write the
@@ -245,6 +247,11 @@ def main() -> None:
     parser.add_argument("--upstream-repeats", type=int, default=1)
     parser.add_argument("--upstream-python", default=str(ROOT / ".venv-upstream" / "bin" / "python"))
     parser.add_argument("--skip-upstream", action="store_true")
+    parser.add_argument(
+        "--skip-defaults",
+        action="store_true",
+        help="no row for this package's defaults (under an instruction-set cap they pick bf16, which the cap emulates)",
+    )
     parser.add_argument("--check-docs", type=int, default=4, help="pairs scored in float32 by both before timing")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed float32 score difference")
     parser.add_argument("--cache", default=str(CACHE))
@@ -277,7 +284,8 @@ def main() -> None:
         indices = check_indices(docs, args.check_docs)
         agreement = agreement_check(args.upstream_python, model, data, indices, args.tolerance)
         rows.append((UPSTREAM, run(args.upstream_python, model, data, args.upstream_repeats, [])))
-    rows.append((DEFAULTS, run(sys.executable, model, data, args.repeats, [])))
+    if not args.skip_defaults:
+        rows.append((DEFAULTS, run(sys.executable, model, data, args.repeats, [])))
     rows.append((FLOAT32, run(sys.executable, model, data, args.repeats, ["--torch-dtype", "float32"])))
     targets: dict[str, Path] = {}
     prepare: dict[str, Any] = {}
