@@ -219,9 +219,10 @@ def test_avx2_kernels_get_7_bit_weights_and_stay_exact() -> None:
 
 def test_engine_calls_compile_nothing_after_the_warm_up(v2_model_dir: Path) -> None:
     """The compiled kernels are warmed as an engine calls them (inference mode, its weights,
-    both dtypes), so scoring batches of shapes never seen compiles no new graph: past dynamo's
-    limit of 8 graphs per function a kernel would silently run eagerly. In a fresh process,
-    since other tests here call the kernels outside inference mode."""
+    its dtype), so scoring batches of shapes never seen compiles no new graph, for engines of
+    three dtypes in one process: past dynamo's limit of 8 graphs per function a kernel would
+    silently run eagerly. In a fresh process, since other tests here call the kernels outside
+    inference mode."""
     import subprocess
 
     code = (
@@ -229,7 +230,7 @@ def test_engine_calls_compile_nothing_after_the_warm_up(v2_model_dir: Path) -> N
         "from mxbai_rerank import load\n"
         "from mxbai_rerank.evaluation import generate_workload\n"
         "w = generate_workload(3, 20, seed=1)\n"
-        "for dtype in ('bfloat16', 'float32'):\n"
+        "for dtype in ('bfloat16', 'float32', 'float16'):\n"
         "    r = load(sys.argv[1], backend='int8', torch_dtype=dtype)\n"
         "    assert r.engine.backend.quantized > 0\n"
         "    before = u.counters['frames']['total']\n"

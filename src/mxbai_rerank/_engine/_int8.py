@@ -213,37 +213,52 @@ class _Kernels:
     gated_mlp: Callable[..., torch.Tensor] = _gated_mlp_eager
     rms_norm: Callable[..., torch.Tensor] = _rms_norm_eager
     compiled: bool = False
+    warmed: ClassVar[set[torch.dtype]] = set()
 
     @classmethod
-    def compile(cls) -> bool:
-        """Compile and warm up every variant; on failure stay eager, say why, and return False."""
-        if cls.compiled:
+    def compile(cls, dtype: torch.dtype = torch.float32) -> bool:
+        """Compile the kernels (once per process) and warm them up for activations of ``dtype``
+        (once per dtype); on failure stay eager, say why, and return False."""
+        if not cls.compiled:
+            compiled = {
+                "linear": torch.compile(_linear_eager, dynamic=True),
+                "gated_mlp": torch.compile(_gated_mlp_eager, dynamic=True),
+                "rms_norm": torch.compile(_rms_norm_eager, dynamic=True),
+            }
+        elif dtype in cls.warmed:
             return True
-        linear = torch.compile(_linear_eager, dynamic=True)
-        gated_mlp = torch.compile(_gated_mlp_eager, dynamic=True)
-        rms_norm = torch.compile(_rms_norm_eager, dynamic=True)
+        else:
+            compiled = {"linear": cls.linear, "gated_mlp": cls.gated_mlp, "rms_norm": cls.rms_norm}
         try:
             # Warmed as the engine calls them: a call that misses every graph compiles again,
-            # and past dynamo's recompile limit (8) runs eager code from then on.
-            cls._warm_up(linear, gated_mlp, rms_norm)
+            # and past dynamo's recompile limit (8 per function) runs eager code from then on.
+            cls._warm_up(dtype, **compiled)
         except Exception as exc:  # inductor needs a C++ compiler; eager gives the same numbers, slower
             logger.warning("int8: torch.compile failed (%s: %s); quantizing eagerly (slower)", type(exc).__name__, exc)
+            # Half-warmed graphs would compile on engine calls: every engine eager from now on.
+            cls.linear, cls.gated_mlp, cls.rms_norm = _linear_eager, _gated_mlp_eager, _rms_norm_eager
+            cls.compiled = False
+            cls.warmed.clear()
             return False
-        cls.linear, cls.gated_mlp, cls.rms_norm, cls.compiled = linear, gated_mlp, rms_norm, True
+        cls.linear, cls.gated_mlp, cls.rms_norm = compiled["linear"], compiled["gated_mlp"], compiled["rms_norm"]
+        cls.compiled = True
+        cls.warmed.add(dtype)
         return True
 
     @staticmethod
     def _warm_up(
+        dtype: torch.dtype,
         linear: Callable[..., torch.Tensor],
         gated_mlp: Callable[..., torch.Tensor],
         rms_norm: Callable[..., torch.Tensor],
     ) -> None:
-        """Call each kernel in every variant an engine calls, as an engine calls it, so that no
-        engine call compiles (past dynamo's recompile limit of 8 per function, a call would run
-        eager code from then on):
+        """Call each kernel in every variant an engine calls with ``dtype`` activations, as an
+        engine calls it, so that no engine call compiles:
         - weights made outside inference mode, activations inside it (dynamo guards on a
           tensor's dispatch keys, which differ);
-        - 2 dtypes x refined rows or not x bias or not: the linear's 8 graphs;
+        - refined rows or not (the int8 modules always pass a bias, zeros where the layer has
+          none): 2 graphs of the linear and of the MLP per dtype, so 4 dtypes stay within the
+          limit of 8;
         - two row counts each, so the first graphs are the dynamic ones every later call reuses;
         - sizes all different (dynamo guards on sizes it sees equal) and large enough that
           inductor parallelizes the fused loops (it decides from these sizes: below
@@ -252,16 +267,14 @@ class _Kernels:
         hidden, inner, out = 128, 192, 96
         weight, down = _Weight(torch.ones(out, hidden)), _Weight(torch.ones(hidden, inner))
         stacked, bias = _Weight(torch.ones(2 * inner, hidden)), torch.zeros(out)
-        norms = {dtype: torch.ones(hidden, dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+        norm = torch.ones(hidden, dtype=dtype)
         with torch.inference_mode():
             for rows in (64, 80):
-                for dtype, norm in norms.items():
-                    x = torch.randn(rows, hidden).to(dtype)
-                    for exact in (None, torch.arange(rows // 2)):
-                        for b in (None, bias):
-                            linear(x, *weight.args(), b, exact)
-                        gated_mlp(x, stacked.args(), down.args(), exact)
-                    rms_norm(x, norm, 1e-6)
+                x = torch.randn(rows, hidden).to(dtype)
+                for exact in (None, torch.arange(rows // 2)):
+                    linear(x, *weight.args(), bias, exact)
+                    gated_mlp(x, stacked.args(), down.args(), exact)
+                rms_norm(x, norm, 1e-6)
 
 
 class ExactRows:
@@ -283,14 +296,17 @@ class Int8Linear(nn.Module):
         self.exact = exact or ExactRows()
         self.weight8 = _Weight(linear.weight)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+        # Zeros where the layer has none: one compiled graph serves both (see _Kernels._warm_up).
+        bias = torch.zeros(linear.out_features) if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("bias", bias)
+        self.has_bias = linear.bias is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _Kernels.linear(x.reshape(-1, self.in_features), *self.weight8.args(), self.bias, self.exact.rows)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}"
 
 
 class Int8GatedMLP(nn.Module):
@@ -451,7 +467,7 @@ class Int8Backend(PaddedBackend):
         self.tail = default_tail if self.exact_tail is None else self.exact_tail
         self.quantized = quantize_blocks(engine.model, self.skip_first, self.exact)
         if self.compile_kernel:
-            _Kernels.compile()
+            _Kernels.compile(engine.dtype)
         logger.info(
             "%s: %d linear layers in int8 (per-token activations, last %d positions refined), "
             "first %d block(s) in %s, kernel %s",
