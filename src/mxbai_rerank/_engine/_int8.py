@@ -435,8 +435,11 @@ class Int8Backend(PaddedBackend):
     drowns. Measured on the 0.5B shape (4 queries x 100 passages against float32, bf16 around
     the products): lowest Kendall's tau 0.943 -> 0.966 with ``None`` (0.959 with 8 rows); on the
     v2 fixture (float32 around) 0.980 -> 0.987, but equal top-10 sets 9 -> 8 of 10 (near-ties at
-    rank 10). Not the default yet: its cost in speed (about a third more rows of int8 product)
-    is not measured.
+    rank 10). Not the default: it costs about a second per 32-document query on the 0.5B shape
+    whatever the number of rows (a second oneDNN call per product, an out-of-place accumulate),
+    which makes int8 slower than bf16 without it. ``skip_first=8`` keeps the default's speed and
+    halves the score error on the 0.5B shape, for about 175 MB more (README, "Trading speed for
+    ranking").
     ``compile``: fuse the quantize and rescale steps with ``torch.compile`` (default; needs a
     C++ compiler, falls back to eager with a warning). The kernels are process-wide: once one
     int8 engine compiled them, every int8 engine in the process uses the compiled ones.
