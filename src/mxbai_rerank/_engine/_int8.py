@@ -162,12 +162,18 @@ def _product(
     their activations carry about 15 bits instead of 7 at the cost of R more rows of int8
     product; the weights stay int8."""
     qx, scale = _quantize_rows(x)
-    y = _int8_matmul(qx, *weight, out_dtype).float() * scale
     if rows is None:
-        return y
+        return _int8_matmul(qx, *weight, out_dtype).float() * scale
     rest = x.float().index_select(0, rows) - qx.index_select(0, rows).float() * scale.index_select(0, rows)
     q_rest, rest_scale = _quantize_rows(rest)
-    return y.index_add(0, rows, _int8_matmul(q_rest, *weight, out_dtype).float() * rest_scale)
+    # One product over both terms' rows ((M + R, K) int8). The second term is gathered, not
+    # scattered (a scatter-add compiles to a serial loop): row i reads its refinement's slot,
+    # or an appended zero row.
+    y = _int8_matmul(torch.cat([qx, q_rest]), *weight, out_dtype).float()  # (M + R, N)
+    m, r = qx.shape[0], rows.shape[0]
+    second = torch.cat([y[m:] * rest_scale, y.new_zeros(1, y.shape[1])])  # (R + 1, N)
+    slot = torch.full((m,), r, dtype=rows.dtype, device=rows.device).index_put((rows,), torch.arange(r))
+    return y[:m] * scale + second[slot]
 
 
 def _linear_eager(
@@ -435,11 +441,10 @@ class Int8Backend(PaddedBackend):
     drowns. Measured on the 0.5B shape (4 queries x 100 passages against float32, bf16 around
     the products): lowest Kendall's tau 0.943 -> 0.966 with ``None`` (0.959 with 8 rows); on the
     v2 fixture (float32 around) 0.980 -> 0.987, but equal top-10 sets 9 -> 8 of 10 (near-ties at
-    rank 10). Not the default: it costs about a second per 32-document query on the 0.5B shape
-    whatever the number of rows (a second oneDNN call per product, an out-of-place accumulate),
-    which makes int8 slower than bf16 without it. ``skip_first=8`` keeps the default's speed and
-    halves the score error on the 0.5B shape, for about 175 MB more (README, "Trading speed for
-    ranking").
+    rank 10). Not the default: on the 0.5B shape it adds about 1.3 s to a 32-document query
+    (about 3.8 -> 5.2 s; bf16 without int8: 4.4 s), most of it in the refined MLP's fused
+    steps. ``skip_first=8`` keeps the default's speed and halves the score error on the 0.5B
+    shape, for about 175 MB more (README, "Trading speed for ranking").
     ``compile``: fuse the quantize and rescale steps with ``torch.compile`` (default; needs a
     C++ compiler, falls back to eager with a warning). The kernels are process-wide: once one
     int8 engine compiled them, every int8 engine in the process uses the compiled ones.
