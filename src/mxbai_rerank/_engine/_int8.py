@@ -225,31 +225,27 @@ class _Kernels:
     def compile(cls, dtype: torch.dtype = torch.float32) -> bool:
         """Compile the kernels (once per process) and warm them up for activations of ``dtype``
         (once per dtype); on failure stay eager, say why, and return False."""
-        if not cls.compiled:
-            compiled = {
-                "linear": torch.compile(_linear_eager, dynamic=True),
-                "gated_mlp": torch.compile(_gated_mlp_eager, dynamic=True),
-                "rms_norm": torch.compile(_rms_norm_eager, dynamic=True),
-            }
-        elif dtype in cls.warmed:
+        if dtype in cls.warmed:
             return True
+        eager = (_linear_eager, _gated_mlp_eager, _rms_norm_eager)
+        if cls.warmed:  # compiled already: warm the same functions for one more dtype
+            kernels = (cls.linear, cls.gated_mlp, cls.rms_norm)
         else:
-            compiled = {"linear": cls.linear, "gated_mlp": cls.gated_mlp, "rms_norm": cls.rms_norm}
+            kernels = tuple(torch.compile(f, dynamic=True) for f in eager)
         try:
             # Warmed as the engine calls them: a call that misses every graph compiles again,
             # and past dynamo's recompile limit (8 per function) runs eager code from then on.
-            cls._warm_up(dtype, **compiled)
+            cls._warm_up(dtype, *kernels)
         except Exception as exc:  # inductor needs a C++ compiler; eager gives the same numbers, slower
             logger.warning("int8: torch.compile failed (%s: %s); quantizing eagerly (slower)", type(exc).__name__, exc)
             # Half-warmed graphs would compile on engine calls: every engine eager from now on.
-            cls.linear, cls.gated_mlp, cls.rms_norm = _linear_eager, _gated_mlp_eager, _rms_norm_eager
-            cls.compiled = False
+            kernels = eager
             cls.warmed.clear()
-            return False
-        cls.linear, cls.gated_mlp, cls.rms_norm = compiled["linear"], compiled["gated_mlp"], compiled["rms_norm"]
-        cls.compiled = True
-        cls.warmed.add(dtype)
-        return True
+        else:
+            cls.warmed.add(dtype)
+        cls.linear, cls.gated_mlp, cls.rms_norm = kernels
+        cls.compiled = bool(cls.warmed)
+        return cls.compiled
 
     @staticmethod
     def _warm_up(
