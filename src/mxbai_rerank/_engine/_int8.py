@@ -7,7 +7,8 @@ an :class:`Int8Linear`:
 
 * weights: int8 per output channel, symmetric, ``w_scale[n] = max_k |W[n, k]| / 127``, prepacked
   once for oneDNN (63 instead of 127 on CPUs whose int8 kernels would saturate: :func:`weight_qmax`);
-* activations: int8 per token (per row), at run time, ``x_scale[m] = max_k |x[m, k]| / 127``;
+* activations: int8 per token (per row), at run time, ``x_scale[m] = max_k |x[m, k]| / 127``,
+  passed to oneDNN as uint8 with zero point 128 (see :func:`_int8_matmul`);
 * ``y[m, n] = x_scale[m] * w_scale[n] * sum_k qx[m, k] * qw[n, k]``, summed exactly in int32.
 
 Why per token: one row's quantization never depends on the other rows of its batch, so a
@@ -80,6 +81,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _QMAX = 127.0
+_ZERO_POINT = 128  # activations travel as uint8 q + 128 (see _int8_matmul)
 
 # madvise(2), to release the pages of quantized float weights (Linux only; see _release_pages).
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
@@ -91,12 +93,18 @@ _MADV_DONTNEED = 4
 def _int8_matmul(
     qx: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, w_zero: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
-    """(M, K) int8 x prepacked (K -> N) int8 weight -> (M, N) ``w_scale[n] * sum_k qx * qw`` in ``out_dtype``.
+    """(M, K) uint8 (``qx + 128``) x prepacked (K -> N) int8 weight -> (M, N)
+    ``w_scale[n] * sum_k qx * qw`` in ``out_dtype``.
+
+    Activations go in as unsigned bytes with zero point 128: oneDNN's kernels are built for
+    u8 x s8 (VNNI's ``vpdpbusd``, AVX2's ``vpmaddubsw``). Signed activations are as fast on
+    AVX-512 and AMX, but on AVX2 + AVX-VNNI CPUs (laptop Core chips since Alder Lake) oneDNN
+    runs s8 x s8 in a reference kernel, measured thousands of times slower (u8: 2.5-3x float32).
 
     Opaque to ``torch.compile`` (a custom op), so inductor fuses the steps around it and calls
     oneDNN for the product itself."""
     return torch.ops.onednn.qlinear_pointwise(
-        qx, 1.0, 0, packed, w_scale, w_zero, None, 1.0, 0, out_dtype, "none", [], ""
+        qx, 1.0, _ZERO_POINT, packed, w_scale, w_zero, None, 1.0, 0, out_dtype, "none", [], ""
     )
 
 
@@ -116,13 +124,13 @@ def weight_qmax() -> float:
     weights near 127 overflow it, and the product is silently wrong. Weights of at most 63 never
     do (255 * 63 * 2 < 32768). Decided once per process by a probe product built to overflow."""
     k = 64
-    qx = torch.full((2, k), 127, dtype=torch.int8)
-    qx[1, ::2] = -127
+    qx = torch.full((2, k), 255, dtype=torch.uint8)  # +127 (zero point 128)
+    qx[1, ::2] = 1  # -127
     qw = torch.full((2, k), 127, dtype=torch.int8)
     qw[1, ::3] = -127
     packed = torch.ops.onednn.qlinear_prepack(qw, None)
     got = _int8_matmul(qx, packed, torch.ones(2), torch.zeros(2, dtype=torch.long), torch.float32)
-    if torch.equal(got.double(), qx.double() @ qw.double().T):
+    if torch.equal(got.double(), (qx.double() - _ZERO_POINT) @ qw.double().T):
         return _QMAX
     logger.info("int8: this CPU's int8 kernels saturate (no VNNI); weights use 7 bits (-63..63)")
     return 63.0
@@ -144,10 +152,11 @@ class _Weight:
 
 
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M, K) float -> (M, K) int8 and (M, 1) float32 scales; an all-zero row gets zeros."""
+    """(M, K) float -> (M, K) uint8 ``q + 128`` (q in -127..127) and (M, 1) float32 scales, so
+    that ``x ~ (qx - 128) * scale``; an all-zero row gets q = 0."""
     xf = x.float()
     scale = xf.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / _QMAX
-    return torch.round(xf / scale).to(torch.int8), scale  # |xf / scale| <= 127 by construction
+    return (torch.round(xf / scale) + _ZERO_POINT).to(torch.uint8), scale  # |xf / scale| <= 127 by construction
 
 
 def _product(
@@ -164,9 +173,10 @@ def _product(
     qx, scale = _quantize_rows(x)
     if rows is None:
         return _int8_matmul(qx, *weight, out_dtype).float() * scale
-    rest = x.float().index_select(0, rows) - qx.index_select(0, rows).float() * scale.index_select(0, rows)
+    first = (qx.index_select(0, rows).float() - _ZERO_POINT) * scale.index_select(0, rows)
+    rest = x.float().index_select(0, rows) - first
     q_rest, rest_scale = _quantize_rows(rest)
-    # One product over both terms' rows ((M + R, K) int8). The second term is gathered, not
+    # One product over both terms' rows ((M + R, K) uint8). The second term is gathered, not
     # scattered (a scatter-add compiles to a serial loop): row i reads its refinement's slot,
     # or an appended zero row.
     y = _int8_matmul(torch.cat([qx, q_rest]), *weight, out_dtype).float()  # (M + R, N)
