@@ -105,6 +105,11 @@ def run(python: str, model: Path, data: Path, repeats: int, extra: list[str]) ->
     cmd = [python, str(HERE / "_bench_worker.py"), "--model", str(model), "--passages", str(data)]
     cmd += ["--repeats", str(repeats), *extra]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    if capability and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        # Inductor's on-disk cache does not key on this cap: code generated for the CPU's own
+        # vector width (AVX-512), compiled for AVX2, writes past its vectors and crashes.
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(CACHE / f"inductor-{capability}")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), check=False)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark worker failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
