@@ -314,6 +314,38 @@ def test_int8_backend_quantizes_the_blocks_after_the_first(int8_pair) -> None:
     assert max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True)) > 1e-4  # it is int8
 
 
+def test_float32_int8_engine_keeps_a_bf16_checkpoint_s_embeddings_and_scores_the_same(
+    v2_model_dir: Path, tmp_path: Path, workload
+) -> None:
+    """With float32 around the int8 products, a bf16 checkpoint is loaded as it is (no float32
+    copy of the whole model made only to be quantized): its token embeddings stay bf16 (their
+    output is cast) and everything else is widened, so it scores exactly what the same
+    weights in a float32 checkpoint score."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(v2_model_dir, dtype=torch.float32)
+    for param in model.parameters():
+        param.data = param.data.bfloat16().float()  # weights a bf16 checkpoint holds exactly
+    wide, narrow = tmp_path / "float32", tmp_path / "bf16"
+    for folder, dtype in ((wide, torch.float32), (narrow, torch.bfloat16)):
+        shutil.copytree(v2_model_dir, folder)
+        model.to(dtype).save_pretrained(folder)
+    got = {}
+    for folder in (wide, narrow):
+        reranker = load(str(folder), backend="int8", torch_dtype="float32")
+        got[folder] = _scores(reranker, workload)
+        if folder == narrow:
+            engine_model = reranker.engine.model
+            embeddings = engine_model.get_input_embeddings().weight
+            assert embeddings.dtype == torch.bfloat16
+            others = [p for p in engine_model.parameters() if p is not embeddings]
+            assert others and all(p.dtype == torch.float32 for p in others)
+    for a, b in zip(got[wide], got[narrow], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_refining_the_prompt_tail_brings_v2_scores_nearer_float32(int8_pair, workload) -> None:
     """``exact_tail=None``: v2 refines its 55-token prompt tail (v1 has none) and moves nearer float32."""
     name, reference, _, ref, unrefined = int8_pair

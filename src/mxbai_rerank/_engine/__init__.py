@@ -220,8 +220,13 @@ class ScoringEngine:
 
     @property
     def dtype(self) -> torch.dtype:
-        declared = getattr(self.head, "weight_dtype", None)  # a backend's graph (e.g. int8 weights)
-        return declared if isinstance(declared, torch.dtype) else next(self.model.parameters()).dtype
+        # Declared by a backend that computes in another dtype than its first weights' (the int8
+        # backend keeps a checkpoint's bf16 embeddings in a float32 engine), or by a backend's
+        # graph (e.g. int8 weights); else the model's.
+        for declared in (getattr(self.backend, "compute_dtype", None), getattr(self.head, "weight_dtype", None)):
+            if isinstance(declared, torch.dtype):
+                return declared
+        return next(self.model.parameters()).dtype
 
     @property
     def max_batch_tokens(self) -> int:

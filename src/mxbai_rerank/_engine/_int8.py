@@ -417,6 +417,26 @@ def _release_pages(tensor: torch.Tensor) -> None:
         _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
 
 
+def _widen_except_embeddings(model: nn.Module, dtype: torch.dtype) -> None:
+    """For a float32 engine: cast the model's bf16 and float16 tensors to float32 in place,
+    except the token embeddings and an LM head (its rows are read two at a time, in float32, by
+    the score head): those stay in the checkpoint's dtype, mostly never read (so never
+    resident), and the embeddings' output is cast instead. Widening is exact (bf16 and float16
+    values are float32 values), so the model computes what a model loaded in float32 computes.
+    No-op for other dtypes and where everything is float32 already."""
+    if dtype != torch.float32:
+        return
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    keep = {id(p) for m in (embeddings, head) if isinstance(m, nn.Module) for p in m.parameters()}
+    for module in model.modules():
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if id(tensor) not in keep and tensor.dtype in (torch.bfloat16, torch.float16):
+                tensor.data = tensor.data.to(dtype)
+    if isinstance(embeddings, nn.Module) and any(p.dtype != dtype for p in embeddings.parameters()):
+        embeddings.register_forward_hook(lambda _module, _args, out: out.to(dtype))
+
+
 def _check_kernels() -> None:
     """Raise ``ValueError`` unless this PyTorch has oneDNN's int8 linear kernels for this CPU."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
@@ -472,6 +492,17 @@ class Int8Backend(PaddedBackend):
         self.tail = 0  # exact_tail, resolved for the engine in prepare
         self.exact = ExactRows()
         self.quantized = 0
+        self.compute_dtype: torch.dtype | None = None  # set by model_kwargs
+
+    def model_kwargs(self, device: torch.device, dtype: torch.dtype, family: RerankerFamily) -> dict[str, Any]:
+        kwargs = super().model_kwargs(device, dtype, family)
+        self.compute_dtype = dtype  # the engine's dtype (ScoringEngine.dtype), whatever the weights'
+        if dtype == torch.float32:
+            # Loaded in the checkpoint's own dtype (views of the memory-mapped file, no copy) and
+            # widened in prepare after quantizing: a float32 copy of the whole model would be
+            # made only to be quantized (the 0.5B shape: 3.2 GB peak instead of about 1.3).
+            kwargs["dtype"] = "auto"
+        return kwargs
 
     def prepare(self, engine: ScoringEngine) -> None:
         if engine.device.type != "cpu":
@@ -480,6 +511,7 @@ class Int8Backend(PaddedBackend):
         default_tail = len(getattr(engine.encoder, "tail_ids", ()))
         self.tail = default_tail if self.exact_tail is None else self.exact_tail
         self.quantized = quantize_blocks(engine.model, self.skip_first, self.exact)
+        _widen_except_embeddings(engine.model, engine.dtype)
         if self.compile_kernel:
             _Kernels.compile(engine.dtype)
         logger.info(
