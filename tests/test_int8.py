@@ -217,16 +217,18 @@ def test_avx2_kernels_get_7_bit_weights_and_stay_exact() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize(
     "isa", ["AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX"]
 )
-def test_int8_product_runs_in_an_optimized_onednn_kernel(isa: str) -> None:
+def test_int8_product_runs_in_an_optimized_onednn_kernel(isa: str, dtype: str) -> None:
     """On every x86 ISA level the product runs in one of oneDNN's jit kernels, never in its
     reference one. With signed activations every level but AVX2 and AMX got ``ref_int8``
     (AVX2 + AVX-VNNI laptop chips, AVX-512 servers without AMX), measured over 1000x slower
     than float32 at the 0.5B shape. oneDNN names the kernel it ran when ``ONEDNN_VERBOSE=1``;
     the ISA is held with ``ONEDNN_MAX_CPU_ISA`` (a cap above this CPU's own ISA changes
-    nothing)."""
+    nothing). With bf16 activations (an engine in bf16) the same: on AVX2 a bf16 output also
+    sends it to the reference kernel."""
     import os
     import subprocess
 
@@ -235,7 +237,8 @@ def test_int8_product_runs_in_an_optimized_onednn_kernel(isa: str) -> None:
         "from mxbai_rerank._engine import _int8\n"
         "g = torch.Generator().manual_seed(0)\n"
         "w, x = torch.randn(64, 256, generator=g), torch.randn(32, 256, generator=g)\n"
-        "_int8._linear_eager(x, *_int8._Weight(w).args(), None)\n"
+        f"y = _int8._linear_eager(x.to(torch.{dtype}), *_int8._Weight(w).args(), None)\n"
+        f"assert y.dtype == torch.{dtype}, y.dtype\n"
     )
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "ONEDNN_VERBOSE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -51,6 +51,7 @@ import functools
 import gc
 import logging
 import mmap
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -101,11 +102,28 @@ def _int8_matmul(
     AVX-512 and AMX, but on AVX2 + AVX-VNNI CPUs (laptop Core chips since Alder Lake) oneDNN
     runs s8 x s8 in a reference kernel, measured thousands of times slower (u8: 2.5-3x float32).
 
+    Half-precision output is written by the kernel only where its jit kernels can
+    (:func:`_half_output`); elsewhere the product is float32 and cast after.
+
     Opaque to ``torch.compile`` (a custom op), so inductor fuses the steps around it and calls
     oneDNN for the product itself."""
-    return torch.ops.onednn.qlinear_pointwise(
-        qx, 1.0, _ZERO_POINT, packed, w_scale, w_zero, None, 1.0, 0, out_dtype, "none", [], ""
+    direct = out_dtype == torch.float32 or _half_output()
+    y = torch.ops.onednn.qlinear_pointwise(
+        qx,
+        1.0,
+        _ZERO_POINT,
+        packed,
+        w_scale,
+        w_zero,
+        None,
+        1.0,
+        0,
+        out_dtype if direct else torch.float32,
+        "none",
+        [],
+        "",
     )
+    return y if direct else y.to(out_dtype)
 
 
 @_int8_matmul.register_fake
@@ -113,6 +131,15 @@ def _(
     qx: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor, w_zero: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
     return qx.new_empty((qx.shape[0], w_scale.shape[0]), dtype=out_dtype)
+
+
+@functools.cache
+def _half_output() -> bool:
+    """Whether oneDNN's int8 kernels write bf16 / float16 themselves: on AVX-512 and AMX. On AVX2
+    CPUs (and under ``ONEDNN_MAX_CPU_ISA=AVX2...``, which emulates one) a half-precision output
+    sends the product to oneDNN's reference kernel, thousands of times slower."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return bool(torch.cpu._is_avx512_supported()) and not cap.startswith(("SSE", "AVX2", "AVX_"))
 
 
 @functools.cache
