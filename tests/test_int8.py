@@ -353,6 +353,15 @@ def test_float32_int8_engine_keeps_a_bf16_checkpoint_s_embeddings_and_scores_the
         np.testing.assert_array_equal(a, b)
 
 
+def test_int8_batches_default_to_the_backend_s_token_budget(int8_pair, v2_model_dir: Path) -> None:
+    """The int8 backend's smaller batches (less transient memory, same speed) are its default;
+    a caller's max_batch_tokens still wins."""
+    _, reranker, quantized, _, _ = int8_pair
+    assert quantized.engine.max_batch_tokens == _int8.Int8Backend.default_max_batch_tokens
+    assert quantized.engine.max_batch_tokens < reranker.engine.max_batch_tokens  # the CPU default
+    assert load(str(v2_model_dir), backend="int8", max_batch_tokens=512).engine.max_batch_tokens == 512
+
+
 def test_refining_the_prompt_tail_brings_v2_scores_nearer_float32(int8_pair, workload) -> None:
     """``exact_tail=None``: v2 refines its 55-token prompt tail (v1 has none) and moves nearer float32."""
     name, reference, _, ref, unrefined = int8_pair

@@ -230,9 +230,12 @@ class ScoringEngine:
 
     @property
     def max_batch_tokens(self) -> int:
-        """The padded-token budget of a forward pass: the caller's, else the current device's default."""
+        """The padded-token budget of a forward pass: the caller's, else the backend's default
+        (``default_max_batch_tokens``, optional), else the current device's default."""
         return int(
-            self._max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, DEFAULT_MAX_BATCH_TOKENS["cpu"])
+            self._max_batch_tokens
+            or getattr(self.backend, "default_max_batch_tokens", None)
+            or DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, DEFAULT_MAX_BATCH_TOKENS["cpu"])
         )
 
     @property
