@@ -98,9 +98,10 @@ def _int8_matmul(
     ``w_scale[n] * sum_k qx * qw`` in ``out_dtype``.
 
     Activations go in as unsigned bytes with zero point 128: oneDNN's kernels are built for
-    u8 x s8 (VNNI's ``vpdpbusd``, AVX2's ``vpmaddubsw``). Signed activations are as fast on
-    AVX-512 and AMX, but on AVX2 + AVX-VNNI CPUs (laptop Core chips since Alder Lake) oneDNN
-    runs s8 x s8 in a reference kernel, measured thousands of times slower (u8: 2.5-3x float32).
+    u8 x s8 (VNNI's ``vpdpbusd``, AVX2's ``vpmaddubsw``). With signed activations oneDNN picks
+    its reference kernel on every ISA but plain AVX2 and AMX (AVX2 + AVX-VNNI laptop chips since
+    Alder Lake, AVX-512 servers without AMX), measured thousands of times slower; u8 runs in its
+    jit kernels everywhere (2.5-3x float32 under AVX2 + AVX-VNNI) and as fast as s8 on AMX.
 
     Half-precision output is written by the kernel only where its jit kernels can
     (:func:`_half_output`); elsewhere the product is float32 and cast after.
