@@ -372,11 +372,11 @@ class Int8GatedMLP(nn.Module):
         rows = self.exact.rows
         if rows is not None or flat.shape[0] <= self.chunk_rows:
             return _Kernels.gated_mlp(flat, self.gate_up.args(), self.down.args(), rows).reshape(x.shape)
-        # At most chunk_rows rows at a time: the (rows, 2I) product is the largest transient of
-        # a forward pass (8,192 rows of the 0.5B shape: 320 MB in float32). Rows are quantized
-        # and multiplied independently, so chunking changes no number. (Refined rows index the
-        # whole pass and are not chunked.)
-        # Chunks of near-equal size (never 1 row, which a compiled graph would specialize on).
+        # At most chunk_rows rows at a time, in chunks of near-equal size (never 1 row, which a
+        # compiled graph would specialize on): the (rows, 2I) product is the largest transient
+        # of a forward pass (8,192 rows of the 0.5B shape: 320 MB in float32). Rows are
+        # quantized and multiplied independently, so chunking changes no number. (Refined rows
+        # index the whole pass and are not chunked.)
         size = -(-flat.shape[0] // -(-flat.shape[0] // self.chunk_rows))
         out = torch.empty_like(flat)
         for start in range(0, flat.shape[0], size):
