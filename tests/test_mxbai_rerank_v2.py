@@ -210,6 +210,57 @@ def test_tokenizer_pool_encodes_long_lists_in_threads_exactly(
     assert any(t.name.startswith("mxbai-tokenize") for t in threading.enumerate())
 
 
+def _assert_same_tokenizer(tok: Any, fresh: Any, tmp_path: Path) -> None:
+    """``tok`` encodes, counts, lists its vocabulary and saves exactly as ``fresh`` does."""
+    from transformers import AutoTokenizer
+
+    texts = _varied_texts(20)
+    assert tok(texts, add_special_tokens=False)["input_ids"] == fresh(texts, add_special_tokens=False)["input_ids"]
+    assert tok.get_vocab() == fresh.get_vocab() and len(tok) == len(fresh)
+    tok.save_pretrained(str(tmp_path))
+    reloaded = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert reloaded(texts)["input_ids"] == fresh(texts)["input_ids"]
+    assert reloaded.get_vocab() == fresh.get_vocab()
+
+
+def test_loaded_tokenizer_drops_its_build_copies_and_still_encodes_and_saves(
+    v2_reranker: MxbaiRerankV2, v2_model_dir: Path, tmp_path: Path
+) -> None:
+    """The engine's Qwen2 tokenizer (and every pooled copy) no longer holds the Python
+    vocabulary and merges its constructor kept (about 95 MB with the real vocabulary), and
+    behaves exactly as a freshly loaded tokenizer."""
+    from transformers import AutoTokenizer
+
+    fresh = AutoTokenizer.from_pretrained(str(v2_model_dir))
+    assert type(fresh).__name__ == "Qwen2Tokenizer"
+    kept = [name for name in ("_vocab", "_merges") if isinstance(getattr(fresh, name, None), (dict, list))]
+    assert kept == ["_vocab", "_merges"], "transformers changed what it keeps: update _BUILD_ONLY_ATTRIBUTES"
+    pool = v2_reranker.engine.encoder.tokenizers
+    with pool.borrow() as pooled:
+        for i, tok in enumerate((v2_reranker.tokenizer, pooled, pool.copy())):
+            assert all(getattr(tok, name) is None for name in kept)
+            _assert_same_tokenizer(tok, fresh, tmp_path / str(i))
+
+
+def test_deberta_tokenizer_drops_its_build_copy_and_still_encodes_and_saves(tmp_path: Path) -> None:
+    """v1's tokenizer class (the fixture's is a generic one): its Unigram vocabulary list goes."""
+    from transformers import DebertaV2Tokenizer
+
+    from mxbai_rerank._encoding import release_build_inputs
+
+    words = ["\u2581alpha", "\u2581beta", "\u2581gamma", "a", "b", "\u2581"]
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+
+    def build() -> Any:
+        return DebertaV2Tokenizer(vocab=[(p, -float(i)) for i, p in enumerate(pieces)], unk_token="[UNK]")
+
+    tok, fresh = build(), build()
+    assert isinstance(tok._vocab, list)
+    release_build_inputs(tok)
+    assert tok._vocab is None
+    _assert_same_tokenizer(tok, fresh, tmp_path)
+
+
 def test_concurrent_long_rank_calls_match_sequential(v2_reranker: MxbaiRerankV2) -> None:
     docs = _varied_texts(48)
     queries = [f"{QUERY} ({i})" for i in range(4)]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._encoding import EncodedPairs, PairEncoder, TokenizerPool
+from .._encoding import EncodedPairs, PairEncoder, TokenizerPool, release_build_inputs
 from .._heads import ScoreHead
 from .._registry import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_PADDING, ModelSpec
 from ..families import RerankerFamily
@@ -174,6 +174,7 @@ class ScoringEngine:
             )
         if model is not None:
             self.model: torch.nn.Module = model.to(target).eval()
+        release_build_inputs(tokenizer)  # about 95 MB for a Qwen2 tokenizer, before the pool copies it
         self.tokenizer = tokenizer
         self.tokenizers = TokenizerPool(tokenizer)
         try:
