@@ -143,6 +143,9 @@ def test_gated_mlp_is_the_composition_of_int8_products(compiled: bool) -> None:
             self.down_proj = nn.Linear(48, 32, bias=False)
             self.act_fn = nn.SiLU()
 
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
     mlp = SwiGLU()
     with torch.no_grad():
         for p in mlp.parameters():
@@ -159,6 +162,14 @@ def test_gated_mlp_is_the_composition_of_int8_products(compiled: bool) -> None:
     torch.testing.assert_close(whole.double(), expected, atol=2e-3, rtol=1e-4)
     quantized.chunk_rows = 5  # 18 rows in chunks of at most 5: rows are independent, same numbers
     torch.testing.assert_close(quantized(x), whole, atol=0, rtol=0)
+    # An unquantized block's MLP in row chunks: the same function of x (float32 products of
+    # fewer rows may round differently in the last bit).
+    chunked = _int8.RowChunkedMLP(mlp, chunk_rows=4)
+    torch.testing.assert_close(chunked(x), mlp(x), atol=1e-5, rtol=1e-5)
+    calls: list[int] = []
+    mlp.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    chunked(x)
+    assert calls == [4, 4, 4, 4, 2]  # near-equal chunks of at most 4 rows
 
 
 @pytest.mark.parametrize("kernel", ["eager", "compiled"])
@@ -315,6 +326,7 @@ def test_int8_backend_quantizes_the_blocks_after_the_first(int8_pair) -> None:
         assert any(isinstance(m, _int8.Int8Linear) for m in block.modules())
     if name == "v2":
         assert all(isinstance(b.mlp, _int8.Int8GatedMLP) for b in blocks[1:])
+        assert isinstance(blocks[0].mlp, _int8.RowChunkedMLP)  # unquantized, in row chunks
     assert engine.backend.quantized > 0
     assert engine.backend.tail == 0  # refining is opt-in
     assert all(np.isfinite(g).all() for g in got)

@@ -73,6 +73,7 @@ __all__ = [
     "Int8GatedMLP",
     "Int8Linear",
     "OnnxInt8Backend",
+    "RowChunkedMLP",
     "TorchAoInt8Backend",
     "quantize_blocks",
     "tail_rows",
@@ -370,19 +371,44 @@ class Int8GatedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.hidden)  # (M, H)
         rows = self.exact.rows
-        if rows is not None or flat.shape[0] <= self.chunk_rows:
+        if rows is not None:  # refined rows index the whole pass: not chunked
             return _Kernels.gated_mlp(flat, self.gate_up.args(), self.down.args(), rows).reshape(x.shape)
-        # At most chunk_rows rows at a time, in chunks of near-equal size (never 1 row, which a
-        # compiled graph would specialize on): the (rows, 2I) product is the largest transient
-        # of a forward pass (8,192 rows of the 0.5B shape: 320 MB in float32). Rows are
-        # quantized and multiplied independently, so chunking changes no number. (Refined rows
-        # index the whole pass and are not chunked.)
-        size = -(-flat.shape[0] // -(-flat.shape[0] // self.chunk_rows))
-        out = torch.empty_like(flat)
-        for start in range(0, flat.shape[0], size):
-            part = flat[start : start + size]
-            out[start : start + part.shape[0]] = _Kernels.gated_mlp(part, self.gate_up.args(), self.down.args(), None)
-        return out.reshape(x.shape)
+        # The (rows, 2I) product is the largest transient of a forward pass (8,192 rows of the
+        # 0.5B shape: 320 MB in float32). Rows are quantized and multiplied independently, so
+        # chunking changes no number.
+        gate_up, down = self.gate_up.args(), self.down.args()
+        return _in_row_chunks(
+            lambda part: _Kernels.gated_mlp(part, gate_up, down, None), flat, self.chunk_rows
+        ).reshape(x.shape)
+
+
+def _in_row_chunks(fn: Callable[[torch.Tensor], torch.Tensor], flat: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    """``fn`` of (M, H) rows -> (M, H), applied to at most ``chunk_rows`` rows at a time, in chunks
+    of near-equal size (never 1 row, which a compiled graph would specialize on); for functions
+    of each row alone (an MLP), so that only one chunk's intermediates are alive at once."""
+    if flat.shape[0] <= chunk_rows:
+        return fn(flat)
+    size = -(-flat.shape[0] // -(-flat.shape[0] // chunk_rows))
+    out = torch.empty_like(flat)
+    for start in range(0, flat.shape[0], size):
+        part = flat[start : start + size]
+        out[start : start + part.shape[0]] = fn(part)
+    return out
+
+
+class RowChunkedMLP(nn.Module):
+    """An unquantized block's MLP run over at most ``chunk_rows`` rows at a time (see
+    :func:`_in_row_chunks`). In the blocks ``skip_first`` keeps in the engine's dtype, the MLP's
+    three (rows, I) intermediates were the largest transient of a pass: 2,048 rows of the 0.5B
+    shape in float32 hold about 120 MB at once, 512 rows about 30 MB."""
+
+    def __init__(self, mlp: nn.Module, chunk_rows: int = 512) -> None:
+        super().__init__()
+        self.mlp = mlp
+        self.chunk_rows = chunk_rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _in_row_chunks(self.mlp, x.reshape(-1, x.shape[-1]), self.chunk_rows).reshape(x.shape)
 
 
 class FusedRMSNorm(nn.Module):
@@ -418,11 +444,18 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
 def quantize_blocks(model: nn.Module, skip_first: int = 1, exact: ExactRows | None = None) -> int:
     """In the blocks after the first ``skip_first``, in place: a SwiGLU MLP becomes an
     :class:`Int8GatedMLP`, every other ``nn.Linear`` an :class:`Int8Linear`, and Qwen2's RMSNorm a
-    :class:`FusedRMSNorm`; returns how many linear layers are now int8. Layers outside the blocks
+    :class:`FusedRMSNorm`; returns how many linear layers are now int8. In the first
+    ``skip_first`` blocks a SwiGLU MLP stays as it is inside a :class:`RowChunkedMLP`. Layers outside the blocks
     (embeddings, the score head, a classifier) are left as they are. ``exact``: the rows the
     int8 modules refine (none by default)."""
     replaced = 0
-    for block in list(_blocks(model))[skip_first:]:
+    blocks = list(_blocks(model))
+    for block in blocks[:skip_first]:
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if Int8GatedMLP.fits(child):
+                    setattr(parent, name, RowChunkedMLP(child))
+    for block in blocks[skip_first:]:
         for parent in list(block.modules()):
             for name, child in list(parent.named_children()):
                 if FusedRMSNorm.fits(child):
@@ -586,14 +619,17 @@ class Int8Backend(PaddedBackend):
         )
 
     def _score_batch(self, engine: ScoringEngine, batch: Batch, prefix: Any | None) -> torch.Tensor:
-        if not self.tail:
-            return super()._score_batch(engine, batch, prefix)
-        assert batch.padding_side == "right", "the engine pads on the right"
-        self.exact.rows = tail_rows(batch.lengths.cpu(), batch.input_ids.shape[1], self.tail)
         try:
-            return super()._score_batch(engine, batch, prefix)
+            if not self.tail:
+                return super()._score_batch(engine, batch, prefix)
+            assert batch.padding_side == "right", "the engine pads on the right"
+            self.exact.rows = tail_rows(batch.lengths.cpu(), batch.input_ids.shape[1], self.tail)
+            try:
+                return super()._score_batch(engine, batch, prefix)
+            finally:
+                self.exact.rows = None
         finally:
-            self.exact.rows = None
+            _trim_heap()
 
 
 class OnnxInt8Backend(OnnxBackend):
