@@ -29,7 +29,9 @@ opt-in (``Int8Backend(exact_tail=None)``; see there for what it measured).
 
 The first block stays in the engine's dtype: on the v2 fixture, keeping it raised the lowest
 Kendall's tau against float32 from 0.94 to 0.98 (more than keeping any one kind of projection in
-every block), and it is 1/24 of the 0.5B model's work.
+every block), and it is 1/24 of the 0.5B model's work. Its MLP runs over at most 512 rows at a
+time (:class:`RowChunkedMLP`), and the backend trims the C heap after every batch: both keep the
+resident peak down (README, "Speed, memory, and where int8 is the default").
 Embeddings, norms, attention and the score head also stay in that dtype (bf16 where the CPU has
 native bf16, else float32).
 
