@@ -447,19 +447,18 @@ def quantize_blocks(model: nn.Module, skip_first: int = 1, exact: ExactRows | No
     """In the blocks after the first ``skip_first``, in place: a SwiGLU MLP becomes an
     :class:`Int8GatedMLP`, every other ``nn.Linear`` an :class:`Int8Linear`, and Qwen2's RMSNorm a
     :class:`FusedRMSNorm`; returns how many linear layers are now int8. In the first
-    ``skip_first`` blocks a SwiGLU MLP stays as it is inside a :class:`RowChunkedMLP`. Layers outside the blocks
-    (embeddings, the score head, a classifier) are left as they are. ``exact``: the rows the
-    int8 modules refine (none by default)."""
+    ``skip_first`` blocks a SwiGLU MLP stays as it is inside a :class:`RowChunkedMLP`. Layers
+    outside the blocks (embeddings, the score head, a classifier) are left as they are.
+    ``exact``: the rows the int8 modules refine (none by default)."""
     replaced = 0
-    blocks = list(_blocks(model))
-    for block in blocks[:skip_first]:
+    for index, block in enumerate(_blocks(model)):
+        quantize = index >= skip_first
         for parent in list(block.modules()):
             for name, child in list(parent.named_children()):
-                if Int8GatedMLP.fits(child):
-                    setattr(parent, name, RowChunkedMLP(child))
-    for block in blocks[skip_first:]:
-        for parent in list(block.modules()):
-            for name, child in list(parent.named_children()):
+                if not quantize:
+                    if Int8GatedMLP.fits(child):
+                        setattr(parent, name, RowChunkedMLP(child))
+                    continue
                 if FusedRMSNorm.fits(child):
                     setattr(parent, name, FusedRMSNorm(child))
                     continue
@@ -473,7 +472,8 @@ def quantize_blocks(model: nn.Module, skip_first: int = 1, exact: ExactRows | No
                     continue
                 for param in child.parameters():  # quantized: the float copy is garbage now
                     _release_pages(param.data)
-        _trim_heap()
+        if quantize:
+            _trim_heap()
     gc.collect()
     _trim_heap()
     return replaced
@@ -621,17 +621,14 @@ class Int8Backend(PaddedBackend):
         )
 
     def _score_batch(self, engine: ScoringEngine, batch: Batch, prefix: Any | None) -> torch.Tensor:
-        try:
-            if not self.tail:
-                return super()._score_batch(engine, batch, prefix)
+        if self.tail:
             assert batch.padding_side == "right", "the engine pads on the right"
             self.exact.rows = tail_rows(batch.lengths.cpu(), batch.input_ids.shape[1], self.tail)
-            try:
-                return super()._score_batch(engine, batch, prefix)
-            finally:
-                self.exact.rows = None
+        try:
+            return super()._score_batch(engine, batch, prefix)
         finally:
-            _trim_heap()
+            self.exact.rows = None
+            _trim_heap()  # glibc keeps a batch's freed activations resident otherwise (README)
 
 
 class OnnxInt8Backend(OnnxBackend):
