@@ -14,6 +14,7 @@ kept as a strict expected failure; regression guards hold what was measured.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+import fixture_models
 from mxbai_rerank import load
 from mxbai_rerank._engine import _int8
 from mxbai_rerank.cli._common import BACKEND_CHOICES
@@ -331,6 +333,39 @@ def test_int8_backend_quantizes_the_blocks_after_the_first(int8_pair) -> None:
     assert engine.backend.tail == 0  # refining is opt-in
     assert all(np.isfinite(g).all() for g in got)
     assert max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True)) > 1e-4  # it is int8
+
+
+def test_default_skip_first_keeps_a_third_of_the_blocks_only_with_half_precision_around() -> None:
+    assert _int8.default_skip_first(24, torch.bfloat16) == 8  # the 0.5B shape
+    assert _int8.default_skip_first(28, torch.bfloat16) == 9  # the 1.5B shape
+    assert _int8.default_skip_first(24, torch.float16) == 8
+    assert _int8.default_skip_first(2, torch.bfloat16) == 1  # at least the first
+    assert _int8.default_skip_first(24, torch.float32) == 1
+
+
+@pytest.mark.parametrize(("dtype", "kept"), [("bfloat16", 2), ("float32", 1)])
+def test_int8_engine_keeps_the_default_leading_blocks_unquantized(
+    v2_model_dir: Path, tmp_path: Path, dtype: str, kept: int
+) -> None:
+    """A six-block v2 model: bf16 around the int8 products keeps the first two blocks (a third)
+    unquantized, float32 the first; an explicit ``skip_first`` wins."""
+    path = fixture_models.build_qwen2_reranker(
+        tmp_path / "six", {**fixture_models.TINY_QWEN2, "num_hidden_layers": 6}, with_tokenizer=False
+    )
+    for file in v2_model_dir.iterdir():
+        if file.is_file() and file.name != "config.json" and not file.name.endswith(".safetensors"):
+            shutil.copy(file, path / file.name)
+    for backend, expect in (
+        (_int8.Int8Backend(compile=False), kept),
+        (_int8.Int8Backend(skip_first=3, compile=False), 3),
+    ):
+        reranker = load(str(path), backend=backend, torch_dtype=dtype)
+        blocks = list(_int8._blocks(reranker.engine.model))
+        quantized = [any(isinstance(m, _int8.Int8Linear) for m in b.modules()) for b in blocks]
+        assert quantized == [False] * expect + [True] * (6 - expect)
+        assert backend.skipped == expect
+        assert all(isinstance(b.mlp, _int8.RowChunkedMLP) for b in blocks[:expect])
+        assert np.isfinite(reranker.score_pairs(["a query"], ["a document"])).all()
 
 
 def test_float32_int8_engine_keeps_a_bf16_checkpoint_s_embeddings_and_scores_the_same(
